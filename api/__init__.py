@@ -1,0 +1,1 @@
+"""Litestar front end: both path families, auth, forms, rendering. Never imports faster-whisper."""

@@ -1,0 +1,55 @@
+"""API keys: `Authorization: Bearer KEY` (both SDKs) or `X-API-Key: KEY` (Cartesia's curl)."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from litestar import Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from core.errors import Unauthorized
+from core.keys import hash_key
+from core.models import ApiKey
+from core.settings import Settings
+
+ENV_TENANT = "default"
+"""The tenant of the key given in STT_API_KEY."""
+
+
+def presented_key(request: Request[Any, Any, Any]) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+async def authenticate(
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    sessions: async_sessionmaker,  # type: ignore[type-arg]
+) -> str:
+    """The caller's tenant; 401 for a missing, unknown or revoked key."""
+    if settings.auth_disabled:
+        return ENV_TENANT
+    key = presented_key(request)
+    if key is None:
+        raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
+    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        return ENV_TENANT
+    digest = hash_key(key)
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(ApiKey.tenant, ApiKey.key_hash).where(
+                    ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None)
+                )
+            )
+        ).first()
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        raise Unauthorized("the API key is not valid")
+    return str(row.tenant)

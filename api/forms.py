@@ -1,0 +1,203 @@
+"""Streaming multipart parsing: the file goes to storage as it arrives, fields stay small.
+
+Limits are checked while reading, so an oversized upload is refused (413) before the
+whole body has been received, and a malformed body is a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from core.errors import InvalidRequest, PayloadTooLarge
+from core.storage import LocalStorage
+
+MAX_PARTS = 64
+MAX_FIELD_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+FILE_FIELD = "file"
+
+
+@dataclass
+class UploadedFile:
+    key: str
+    size: int
+    filename: str | None
+    content_type: str | None
+
+
+@dataclass
+class Form:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    file: UploadedFile | None = None
+
+    def get(self, name: str) -> str | None:
+        """The value of a single-valued field; a repeated one is a 400."""
+        values = self.fields.get(name)
+        if not values:
+            return None
+        if len(values) > 1 and len(set(values)) > 1:
+            raise InvalidRequest(f"field {name!r} was given more than once", param=name)
+        return values[0]
+
+    def getlist(self, *names: str) -> list[str]:
+        return [v for name in names for v in self.fields.get(name, [])]
+
+
+class _Collector:
+    """python-multipart callbacks that build a Form, writing the file part to storage."""
+
+    def __init__(self, storage: LocalStorage, file_key: str, max_file_bytes: int) -> None:
+        self.storage, self.file_key, self.max_file_bytes = storage, file_key, max_file_bytes
+        self.form = Form()
+        self.parts = 0
+        self.ended = False
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[str, bytes] = {}
+        self._header_bytes = 0
+        self._name: str | None = None
+        self._value = bytearray()
+        self._sink: BinaryIO | None = None
+        self._skip = False
+
+    def callbacks(self) -> dict[str, object]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise InvalidRequest(f"too many form parts (at most {MAX_PARTS})")
+        self._headers, self._header_bytes = {}, 0
+        self._name, self._value, self._skip = None, bytearray(), False
+
+    def _count_header(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise InvalidRequest("a form part's headers are too large")
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_header(end - start)
+        self._header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[bytes(self._header_field).decode("latin-1").lower()] = bytes(
+            self._header_value
+        )
+        self._header_field, self._header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        _, params = parse_options_header(self._headers.get("content-disposition"))
+        raw_name = params.get(b"name")
+        if raw_name is None:
+            raise InvalidRequest("a form part has no name")
+        self._name = _decode(raw_name, "a form field name")
+        filename = params.get(b"filename")
+        if self._name == FILE_FIELD:
+            if self.form.file is not None:
+                raise InvalidRequest("only one file may be uploaded", param=FILE_FIELD)
+            content_type = self._headers.get("content-type")
+            self.form.file = UploadedFile(
+                key=self.file_key,
+                size=0,
+                filename=_decode(filename, "the file name") if filename else None,
+                content_type=content_type.decode("latin-1") if content_type else None,
+            )
+            self._sink = self.storage.open_write(self.file_key)
+        elif filename is not None:
+            self._skip = True  # a file under another name: read past it, keep nothing
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        size = end - start
+        if self._sink is not None and self.form.file is not None:
+            self.form.file.size += size
+            if self.form.file.size > self.max_file_bytes:
+                raise PayloadTooLarge(
+                    f"the file is larger than the limit of {self.max_file_bytes} bytes",
+                    param=FILE_FIELD,
+                )
+            self._sink.write(data[start:end])
+        elif not self._skip:
+            self._value += data[start:end]
+            if len(self._value) > MAX_FIELD_BYTES:
+                raise InvalidRequest(
+                    f"field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    param=self._name,
+                )
+
+    def on_part_end(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+        elif not self._skip and self._name is not None:
+            value = _decode(bytes(self._value), f"field {self._name!r}")
+            self.form.fields.setdefault(self._name, []).append(value)
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"{what} is not valid UTF-8") from exc
+
+
+def boundary_of(content_type: str | None) -> bytes:
+    kind, params = parse_options_header(content_type)
+    if kind != b"multipart/form-data":
+        raise InvalidRequest("the request body must be multipart/form-data")
+    boundary = params.get(b"boundary")
+    if not boundary or len(boundary) > 200:
+        raise InvalidRequest("the multipart/form-data body has no usable boundary")
+    return boundary
+
+
+async def read_form(
+    chunks: AsyncIterator[bytes],
+    content_type: str | None,
+    storage: LocalStorage,
+    file_key: str,
+    max_file_bytes: int,
+) -> Form:
+    """Parse the body; on any error the partial file is removed and the error raised."""
+    collector = _Collector(storage, file_key, max_file_bytes)
+    parser = MultipartParser(boundary_of(content_type), collector.callbacks())  # type: ignore[arg-type]
+    try:
+        async for chunk in chunks:
+            parser.write(chunk)
+        parser.finalize()
+        if not collector.ended:
+            raise InvalidRequest("the multipart/form-data body is truncated")
+    except MultipartParseError as exc:
+        collector.close()
+        storage.delete(file_key)
+        raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from exc
+    except BaseException:
+        collector.close()
+        storage.delete(file_key)
+        raise
+    return collector.form

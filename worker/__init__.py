@@ -1,0 +1,1 @@
+"""Celery worker: runs faster-whisper on jobs it takes from the queues."""

@@ -1,0 +1,66 @@
+"""What a worker process needs, built from settings once per process (after fork)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cached_property
+
+from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, session_factory
+from core.settings import Settings
+from core.storage import LocalStorage
+from worker.engine import EngineConfig
+
+
+class WorkerContext:
+    """Settings plus lazily made connections; a forked child makes its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pid = os.getpid()
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:  # a prefork child must not share its parent's sockets
+            self.__dict__.pop("sessions", None)
+            self.__dict__.pop("redis", None)
+            self._pid = os.getpid()
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(make_engine(self.settings.database_url))
+
+    @cached_property
+    def redis(self) -> Redis | None:
+        if not self.settings.redis_url:
+            return None
+        return Redis.from_url(self.settings.redis_url, socket_timeout=5)
+
+    def db(self) -> sessionmaker[Session]:
+        self._check_fork()
+        return self.sessions
+
+    def redis_client(self) -> Redis | None:
+        self._check_fork()
+        return self.redis
+
+    @cached_property
+    def storage(self) -> LocalStorage:
+        return LocalStorage(self.settings.audio_dir)
+
+    @cached_property
+    def engine_config(self) -> EngineConfig:
+        s = self.settings
+        return EngineConfig(
+            device=s.device,
+            compute_type=s.compute_type,
+            cpu_threads=s.cpu_threads,
+            beam_size=s.beam_size,
+            vad_filter=s.vad_filter,
+        )
+
+    @property
+    def worker_name(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,138 @@
+"""faster-whisper: one model per process and options, segments turned into a Transcript."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import ctranslate2
+from faster_whisper import WhisperModel
+
+from core.audio import SAMPLE_RATE, Audio
+from core.transcript import Segment, Transcript, Word
+from worker.bundled_models import resolve_model_path
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+    beam_size: int = 5
+    vad_filter: bool = True
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    language: str | None = None
+    word_timestamps: bool = False
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Cancelled(Exception):
+    """The job was cancelled while it ran."""
+
+
+def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
+    """`auto` means CUDA when a GPU is visible; compute type int8 on CPU, float16 on GPU."""
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
+    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+def load_model(spec: str, config: EngineConfig, cache_dir: Path) -> WhisperModel:
+    """The model for `spec`, loaded once per process and kept."""
+    device, compute_type = resolve_device(config.device, config.compute_type)
+    with _load_lock:
+        return _load(resolve_model_path(spec, cache_dir), device, compute_type, config.cpu_threads)
+
+
+def is_multilingual(model: WhisperModel) -> bool:
+    return bool(model.model.is_multilingual)
+
+
+ProgressCallback = Callable[[float, str], None]
+"""Called after each segment with the seconds of audio done and the text so far."""
+
+
+def transcribe(
+    model: WhisperModel,
+    audio: Audio,
+    options: TranscribeOptions,
+    config: EngineConfig,
+    on_progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Transcript:
+    """Run the model over the audio; the lazy segment generator is consumed exactly once."""
+    duration = len(audio) / SAMPLE_RATE
+    segments_iter, info = model.transcribe(
+        audio,
+        language=options.language,
+        task=options.task,
+        beam_size=config.beam_size,
+        vad_filter=config.vad_filter,
+        word_timestamps=options.word_timestamps,
+        initial_prompt=options.initial_prompt,
+        temperature=list(options.temperature),
+        **options.extra,
+    )
+    segments: list[Segment] = []
+    texts: list[str] = []
+    for index, seg in enumerate(segments_iter):
+        if should_stop is not None and should_stop():
+            raise Cancelled
+        words = [
+            Word(
+                word=w.word.strip(),
+                start=_sec(w.start),
+                end=_sec(w.end),
+                probability=round(float(w.probability), 4),
+            )
+            for w in (seg.words or [])
+            if w.word.strip()
+        ]
+        segments.append(
+            Segment(
+                id=index,
+                start=_sec(seg.start),
+                end=_sec(seg.end),
+                text=seg.text.strip(),
+                avg_logprob=float(seg.avg_logprob),
+                compression_ratio=float(seg.compression_ratio),
+                no_speech_prob=float(seg.no_speech_prob),
+                temperature=float(seg.temperature or 0.0),
+                tokens=[int(t) for t in seg.tokens],
+                words=words,
+            )
+        )
+        texts.append(seg.text)
+        if on_progress is not None:
+            on_progress(min(float(seg.end), duration), "".join(texts).strip())
+    return Transcript(
+        text="".join(texts).strip(),
+        language=info.language,
+        duration=round(duration, 3),
+        segments=segments,
+        language_probability=round(float(info.language_probability), 4),
+    )
+
+
+def _sec(value: float) -> float:
+    return round(float(value), 3)

@@ -1,0 +1,244 @@
+"""Running one job: claim the row, decode, transcribe, store, announce. Plain functions."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+
+from core.audio import RawFormat, decode
+from core.errors import UnsupportedMedia
+from core.models import Job, JobStatus, utcnow
+from core.notify import JOB_EVENTS_CHANNEL
+from worker.context import WorkerContext
+from worker.engine import Cancelled, TranscribeOptions, load_model, transcribe
+
+log = logging.getLogger("stt.worker")
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: str
+    model_spec: str
+    language: str | None
+    options: dict[str, Any]
+    audio_key: str
+
+
+def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
+    """Mark the job running for this process, or None when there is nothing to do."""
+    now = utcnow()
+    stale = timedelta(seconds=ctx.settings.stale_after_s)
+    with ctx.db()() as session, session.begin():
+        job = session.execute(
+            select(Job).where(Job.id == job_id).with_for_update()
+        ).scalar_one_or_none()
+        if job is None:
+            log.warning("job %s not found; dropping its message", job_id)
+            return None
+        if JobStatus(job.status).ended:
+            log.info("job %s already %s; nothing to do", job_id, job.status)
+            return None
+        if (
+            job.status == JobStatus.running
+            and job.worker != ctx.worker_name
+            and job.heartbeat_at is not None
+            and now - job.heartbeat_at < stale
+        ):
+            log.info("job %s is running on %s; duplicate message dropped", job_id, job.worker)
+            return None
+        if job.audio_key is None:
+            _fail(job, "audio_missing", "the job's audio is gone")
+            return None
+        job.attempts += 1
+        if job.attempts > ctx.settings.max_attempts:
+            _fail(
+                job,
+                "too_many_attempts",
+                f"gave up after {ctx.settings.max_attempts} attempts (workers lost or errors)",
+            )
+            return None
+        job.status = JobStatus.running.value
+        job.worker = ctx.worker_name
+        job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        return Claim(job.id, job.model_spec, job.language, dict(job.options or {}), job.audio_key)
+
+
+def _fail(job: Job, code: str, message: str) -> None:
+    job.status = JobStatus.failed.value
+    job.error_code = code
+    job.error_message = message[:2000]
+    job.completed_at = utcnow()
+
+
+def _mine(job_id: str, ctx: WorkerContext) -> Any:
+    return (
+        (Job.id == job_id)
+        & (Job.status == JobStatus.running.value)
+        & (Job.worker == ctx.worker_name)
+    )
+
+
+def finish(ctx: WorkerContext, job_id: str, values: dict[str, Any]) -> bool:
+    """Store the outcome if this process still owns the running job; then announce it."""
+    with ctx.db()() as session, session.begin():
+        result = session.execute(
+            update(Job).where(_mine(job_id, ctx)).values(completed_at=utcnow(), **values)
+        )
+        owned = bool(result.rowcount)  # type: ignore[attr-defined]
+    if owned:
+        cleanup_audio(ctx, job_id)
+        announce(ctx, job_id)
+    return owned
+
+
+def release(ctx: WorkerContext, job_id: str) -> None:
+    """Hand a running job back to the queue (before a retry), keeping its attempt count."""
+    with ctx.db()() as session, session.begin():
+        session.execute(
+            update(Job).where(_mine(job_id, ctx)).values(status=JobStatus.queued.value, worker=None)
+        )
+
+
+def cleanup_audio(ctx: WorkerContext, job_id: str) -> None:
+    with ctx.db()() as session:
+        key = session.execute(select(Job.audio_key).where(Job.id == job_id)).scalar_one_or_none()
+    if key:
+        ctx.storage.delete(key)
+
+
+def announce(ctx: WorkerContext, job_id: str) -> None:
+    client = ctx.redis_client()
+    if client is None:
+        return
+    try:
+        client.publish(JOB_EVENTS_CHANNEL, job_id)
+    except Exception:  # the database holds the truth; waiters fall back to polling it
+        log.warning("could not announce job %s over Redis", job_id, exc_info=True)
+
+
+class Heartbeat:
+    """Beats the job's heartbeat, saves progress, and notices cancellation, on a thread."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, duration: float) -> None:
+        self.ctx, self.job_id, self.duration = ctx, job_id, max(duration, 1e-6)
+        self.stop_requested = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: tuple[float, str] | None = None
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+
+    def progress(self, seconds_done: float, text: str) -> None:
+        with self._lock:
+            self._pending = (min(seconds_done / self.duration, 0.99), text)
+
+    def _run(self) -> None:
+        interval = self.ctx.settings.worker_heartbeat_s
+        while not self._done.wait(min(interval, 1.0)):
+            try:
+                self._beat()
+            except Exception:
+                log.warning("heartbeat for job %s failed", self.job_id, exc_info=True)
+
+    def _beat(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if pending is not None:
+            values["progress"], values["text_so_far"] = pending
+        with self.ctx.db()() as session, session.begin():
+            owned = session.execute(
+                update(Job).where(_mine(self.job_id, self.ctx)).values(**values)
+            ).rowcount  # type: ignore[attr-defined]
+        if not owned:  # cancelled by its owner, or taken over after we were thought dead
+            self.stop_requested.set()
+
+
+def transcribe_options(claim: Claim) -> TranscribeOptions:
+    opts = claim.options
+    temperature = opts.get("temperature")
+    return TranscribeOptions(
+        language=claim.language,
+        word_timestamps=bool(opts.get("word_timestamps", False)),
+        task=str(opts.get("task", "transcribe")),
+        initial_prompt=opts.get("prompt") or None,
+        temperature=(float(temperature),)
+        if temperature not in (None, 0, 0.0)
+        else TranscribeOptions().temperature,
+    )
+
+
+def raw_of(options: dict[str, Any]) -> RawFormat | None:
+    raw = options.get("raw")
+    return RawFormat(raw["encoding"], int(raw["sample_rate"])) if raw else None
+
+
+def run_job(ctx: WorkerContext, job_id: str) -> None:
+    """Do one job end to end. Raises for transient trouble, so the task can retry."""
+    claim = claim_job(ctx, job_id)
+    if claim is None:
+        return
+    try:
+        audio = decode(ctx.storage.path(claim.audio_key), raw_of(claim.options))
+    except UnsupportedMedia as exc:
+        finish(
+            ctx,
+            job_id,
+            {
+                "status": JobStatus.failed.value,
+                "error_code": exc.code,
+                "error_message": exc.message,
+            },
+        )
+        return
+    except FileNotFoundError:
+        finish(
+            ctx,
+            job_id,
+            {
+                "status": JobStatus.failed.value,
+                "error_code": "audio_missing",
+                "error_message": "the job's audio is gone",
+            },
+        )
+        return
+    model = load_model(claim.model_spec, ctx.engine_config, ctx.settings.model_cache_dir)
+    duration = len(audio) / 16000
+    try:
+        with Heartbeat(ctx, job_id, duration) as beat:
+            transcript = transcribe(
+                model,
+                audio,
+                transcribe_options(claim),
+                ctx.engine_config,
+                on_progress=beat.progress,
+                should_stop=beat.stop_requested.is_set,
+            )
+    except Cancelled:
+        log.info("job %s stopped: cancelled or taken over", job_id)
+        return
+    finish(
+        ctx,
+        job_id,
+        {
+            "status": JobStatus.succeeded.value,
+            "progress": 1.0,
+            "duration": transcript.duration,
+            "result": transcript.to_dict(),
+            "text_so_far": None,
+            "language": transcript.language,
+        },
+    )

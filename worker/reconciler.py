@@ -1,0 +1,115 @@
+"""Finds jobs whose work was lost and puts them back on their queue.
+
+Two kinds of loss: a job `running` whose heartbeat went stale (its worker died, even by
+`kill -9`), and a job `queued` whose message is no longer in the broker (Redis restarted or
+was flushed). The sweep runs on a timer thread in every worker's main process, guarded by a
+short Redis lock so that one sweep runs at a time: nothing extra to deploy, and wherever
+work can be done, lost work is found.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+from celery import Celery
+from sqlalchemy import select, update
+
+from core.models import Job, JobStatus, utcnow
+from core.queues import ALL_QUEUES, enqueue
+from worker.context import WorkerContext
+
+log = logging.getLogger("stt.reconciler")
+LOCK_KEY = "stt:reconciler-lock"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _broker_ids(ctx: WorkerContext) -> str | None:
+    """Everything the broker holds (queued and unacked messages) as one searchable text."""
+    client = ctx.redis_client()
+    if ctx.settings.uses_embedded_broker:
+        folder: Path = ctx.settings.broker_dir
+        return "".join(p.read_text(errors="replace") for p in folder.glob("*.msg") if p.is_file())
+    if client is None or not ctx.settings.broker_url.startswith("redis"):
+        return None  # another broker: only stale running jobs are handled
+    parts: list[str] = []
+    for queue in ALL_QUEUES:
+        for key in client.scan_iter(match=f"{queue}*"):
+            if client.type(key) == b"list":
+                parts.extend(_text(m) for m in client.lrange(key, 0, -1))
+    parts.extend(_text(value) for value in client.hvals("unacked"))
+    return "\n".join(parts)
+
+
+def reconcile(ctx: WorkerContext, app: Celery) -> int:
+    """One sweep; returns how many jobs were put back."""
+    now = utcnow()
+    settings = ctx.settings
+    stale_before = now - timedelta(seconds=settings.stale_after_s)
+    grace_before = now - timedelta(seconds=max(settings.stale_after_s, 10.0))
+    requeue: list[tuple[str, str]] = []
+    with ctx.db()() as session, session.begin():
+        stale = session.execute(
+            select(Job.id, Job.queue).where(
+                Job.status == JobStatus.running.value, Job.heartbeat_at < stale_before
+            )
+        ).all()
+        for job_id, queue in stale:
+            session.execute(
+                update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.status == JobStatus.running.value,
+                    Job.heartbeat_at < stale_before,
+                )
+                .values(status=JobStatus.queued.value, worker=None, enqueued_at=now)
+            )
+            requeue.append((job_id, queue))
+            log.warning("job %s: worker stopped beating; requeued", job_id)
+    held = _broker_ids(ctx)
+    if held is not None:
+        with ctx.db()() as session, session.begin():
+            queued = session.execute(
+                select(Job.id, Job.queue).where(
+                    Job.status == JobStatus.queued.value, Job.enqueued_at < grace_before
+                )
+            ).all()
+            for job_id, queue in queued:
+                if job_id not in held and (job_id, queue) not in requeue:
+                    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=now))
+                    requeue.append((job_id, queue))
+                    log.warning("job %s: message lost from the broker; requeued", job_id)
+    for job_id, queue in requeue:
+        enqueue(app, job_id, queue)
+    return len(requeue)
+
+
+def _sweep_once(ctx: WorkerContext, app: Celery, interval: float) -> None:
+    client = ctx.redis_client()
+    if client is not None and not client.set(
+        LOCK_KEY, ctx.worker_name, nx=True, ex=max(int(interval), 1)
+    ):
+        return
+    reconcile(ctx, app)
+
+
+def start_reconciler(ctx: WorkerContext, app: Celery, interval: float) -> threading.Event:
+    """Sweep now and every `interval` seconds on a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while True:
+            try:
+                _sweep_once(ctx, app, interval)
+            except Exception:
+                log.warning("reconciler sweep failed; will try again", exc_info=True)
+            if stop.wait(interval):
+                return
+
+    threading.Thread(target=loop, name="stt-reconciler", daemon=True).start()
+    return stop
