@@ -1,0 +1,94 @@
+"""Shared fixtures: real Postgres and Redis on this machine, and live services on loopback."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from tests.support import LiveService, corpus_dir, start_service, stop_service_proc, wait_for_worker
+
+PG_ADMIN = os.environ.get("STT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_BASE = os.environ.get("STT_TEST_REDIS", "redis://127.0.0.1:6379")
+TEST_KEY = "sk-stt-test-key-0123456789"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    path = corpus_dir()
+    if not (path / "manifest.jsonl").exists():
+        pytest.fail(f"speech corpus not found at {path}; set STT_CORPUS_DIR")
+    return path
+
+
+def _create_database() -> str:
+    name = f"stt_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _drop_database(name: str) -> None:
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for one test."""
+    name = _create_database()
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    _drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def session_pg_url() -> Iterator[str]:
+    name = _create_database()
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    _drop_database(name)
+
+
+SESSION_REDIS_DB = 1
+_redis_dbs = itertools.cycle(range(15, 1, -1))
+"""Databases 2-15 rotate among function-scoped tests (run one at a time); 1 is the session's."""
+
+
+def _fresh_redis_url(db: int | None = None) -> str:
+    url = f"{REDIS_BASE}/{next(_redis_dbs) if db is None else db}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """An empty Redis database (its own db number) for one test."""
+    url = _fresh_redis_url()
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def session_redis_url() -> Iterator[str]:
+    url = _fresh_redis_url(SESSION_REDIS_DB)
+    yield url
+    redis.Redis.from_url(url).flushdb()
+
+
+@pytest.fixture(scope="session")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, session_pg_url: str, session_redis_url: str
+) -> Iterator[LiveService]:
+    """One live API + worker on Postgres and Redis, shared by the end-to-end tests."""
+    svc = start_service(
+        tmp_path_factory.mktemp("service"),
+        {"DATABASE_URL": session_pg_url, "REDIS_URL": session_redis_url, "STT_API_KEY": TEST_KEY},
+    )
+    wait_for_worker(svc)
+    yield svc
+    stop_service_proc(svc.proc)
