@@ -102,11 +102,15 @@ class LiveService:
 
 
 def start_service(
-    data_dir: Path, env: Mapping[str, str], workers: int = 1, timeout: float = 90.0
+    data_dir: Path,
+    env: Mapping[str, str],
+    workers: int = 1,
+    timeout: float = 90.0,
+    log_name: str = "service.log",
 ) -> LiveService:
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "service.log"
+    log_path = data_dir / log_name
     full_env = {
         **{
             k: v

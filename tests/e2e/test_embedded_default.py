@@ -1,0 +1,56 @@
+"""`stt serve` with nothing configured: SQLite, the filesystem broker, a printed first key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.support import LiveService, clip, error_rate, start_service, stop_service_proc, wait_for_worker
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    svc = start_service(tmp_path_factory.mktemp("embedded"), {})
+    wait_for_worker(svc)
+    yield svc
+    stop_service_proc(svc.proc)
+
+
+def test_first_key_is_created_printed_once_and_stored_hashed(embedded: LiveService) -> None:
+    assert embedded.key and embedded.key.startswith("sk-stt-")
+    assert embedded.log().count(embedded.key) == 1
+    db = Path(embedded.data_dir / "stt.db").read_bytes()
+    assert embedded.key.encode() not in db
+
+
+def test_requests_without_the_key_are_refused(embedded: LiveService) -> None:
+    r = httpx.post(f"{embedded.url}/v1/audio/transcriptions", files={"file": b"x"},
+                   data={"model": "whisper-1"})
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_transcribes_on_the_embedded_default(embedded: LiveService) -> None:
+    c = clip("pt_cheetah_test_pt.wav")
+    client = OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key)
+    with c.path.open("rb") as f:
+        body = client.audio.transcriptions.create(model="whisper-1", file=f).model_dump()
+    assert body["language"] == "pt"
+    assert error_rate(c.reference, body["text"], "pt") <= 0.15
+    assert (embedded.data_dir / "stt.db").exists()
+    assert (embedded.data_dir / "broker").is_dir()
+
+
+def test_second_start_does_not_print_a_new_key(embedded: LiveService) -> None:
+    """The key exists in the database now, so a restart on the same data dir makes none."""
+    second = start_service(embedded.data_dir, {}, workers=0, log_name="second.log")
+    try:
+        assert "sk-stt-" not in second.log()
+    finally:
+        stop_service_proc(second.proc)
