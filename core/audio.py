@@ -130,6 +130,15 @@ def probe_duration(path: Path, raw: RawFormat | None = None) -> float:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration is not None:
                 duration = container.duration / 1_000_000
+            if duration is not None and stream.bit_rate:
+                # The header's length is only believed if the file is big enough to hold it
+                # (a cut-off upload keeps its header: an mp3's Xing frame, an mp4's moov).
+                holds = path.stat().st_size * 8 / stream.bit_rate
+                if holds < duration / 2:
+                    raise UnsupportedMedia(
+                        f"the file is truncated: its header says {duration:.1f} s, "
+                        f"it holds about {holds:.1f} s"
+                    )
             decoded = 0.0
             for frame in _frames(container, stream):
                 decoded += frame.samples / (frame.sample_rate or SAMPLE_RATE)

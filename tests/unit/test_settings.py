@@ -1,0 +1,160 @@
+"""`core.settings.load_settings`: defaults, parsing, and refusal of bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.errors import ConfigError
+from core.settings import DEFAULT_MODEL, load_settings
+
+
+def test_defaults_use_sqlite_and_filesystem_broker(tmp_path: Path) -> None:
+    s = load_settings({"STT_DATA_DIR": str(tmp_path)})
+    assert s.data_dir == tmp_path.resolve()
+    assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'stt.db'}"
+    assert s.broker_url == "filesystem://"
+    assert s.uses_embedded_broker
+    assert s.redis_url is None
+    assert s.api_key is None
+    assert s.auth_disabled is False
+    assert s.vad_filter is True
+    assert s.default_model == DEFAULT_MODEL
+    assert (s.host, s.port) == ("127.0.0.1", 8000)
+    assert s.max_upload_bytes == 2 * 1024**3
+    assert s.log_level == "INFO"
+    assert s.audio_dir == s.data_dir / "audio"
+    assert s.model_cache_dir == s.data_dir / "models"
+    assert s.broker_dir == s.data_dir / "broker"
+
+
+def test_relative_data_dir_is_resolved() -> None:
+    s = load_settings({})
+    assert s.data_dir.is_absolute()
+    assert s.data_dir.name == "data"
+
+
+def test_redis_url_becomes_the_broker(tmp_path: Path) -> None:
+    s = load_settings({"STT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://h:6379/3"})
+    assert s.redis_url == "redis://h:6379/3"
+    assert s.broker_url == "redis://h:6379/3"
+    assert not s.uses_embedded_broker
+
+
+def test_explicit_broker_and_database_win(tmp_path: Path) -> None:
+    s = load_settings(
+        {
+            "STT_DATA_DIR": str(tmp_path),
+            "REDIS_URL": "redis://h/1",
+            "STT_BROKER_URL": "redis://other/2",
+            "DATABASE_URL": "postgresql://u@db/stt",
+        }
+    )
+    assert s.broker_url == "redis://other/2"
+    assert s.redis_url == "redis://h/1"
+    assert s.database_url == "postgresql://u@db/stt"
+
+
+def test_empty_redis_url_means_none(tmp_path: Path) -> None:
+    s = load_settings({"STT_DATA_DIR": str(tmp_path), "REDIS_URL": ""})
+    assert s.redis_url is None
+    assert s.broker_url == "filesystem://"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("true", True),
+        (" YES ", True),
+        ("On", True),
+        ("0", False),
+        ("false", False),
+        ("no", False),
+        ("OFF", False),
+        ("", False),
+    ],
+)
+def test_booleans(raw: str, expected: bool) -> None:
+    s = load_settings({"STT_AUTH_DISABLED": raw, "STT_VAD_FILTER": raw})
+    assert s.auth_disabled is expected
+    assert s.vad_filter is expected
+
+
+@pytest.mark.parametrize("raw", ["maybe", "2", "y e s"])
+def test_bad_boolean_raises(raw: str) -> None:
+    with pytest.raises(ConfigError, match="STT_VAD_FILTER"):
+        load_settings({"STT_VAD_FILTER": raw})
+
+
+def test_numbers_are_parsed() -> None:
+    s = load_settings(
+        {
+            "PORT": "9001",
+            "STT_CPU_THREADS": "4",
+            "STT_BEAM_SIZE": "1",
+            "STT_MAX_UPLOAD_BYTES": "1000",
+            "STT_MAX_AUDIO_SECONDS": "1.5",
+            "STT_SYNC_TIMEOUT_S": "30",
+            "STT_WORKER_HEARTBEAT_S": "0.5",
+            "STT_MAX_ATTEMPTS": "7",
+            "STT_LOG_LEVEL": "debug",
+        }
+    )
+    assert s.port == 9001
+    assert s.cpu_threads == 4
+    assert s.beam_size == 1
+    assert s.max_upload_bytes == 1000
+    assert isinstance(s.max_upload_bytes, int)
+    assert s.max_audio_seconds == 1.5
+    assert s.sync_timeout_s == 30.0
+    assert s.worker_heartbeat_s == 0.5
+    assert s.max_attempts == 7
+    assert s.log_level == "DEBUG"
+
+
+def test_blank_number_uses_default() -> None:
+    assert load_settings({"PORT": "  "}).port == 8000
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("PORT", "http"),
+        ("STT_MAX_UPLOAD_BYTES", "1.5"),
+        ("STT_MAX_AUDIO_SECONDS", "ten"),
+        ("STT_BEAM_SIZE", "5x"),
+    ],
+)
+def test_bad_number_raises(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: raw})
+
+
+def test_model_aliases_are_parsed_and_merged() -> None:
+    s = load_settings({"STT_MODEL_ALIASES": '{"large": "large-v3", "whisper-1": "small"}'})
+    assert s.model_aliases == {"large": "large-v3", "whisper-1": "small"}
+    aliases = s.aliases()
+    assert aliases["large"] == "large-v3"
+    assert aliases["whisper-1"] == "small"
+    assert aliases["ink-whisper"] == "default"
+
+
+def test_builtin_aliases() -> None:
+    aliases = load_settings({}).aliases()
+    for name in ("ink-whisper", "ink-whisper-2025-06-04", "whisper-1"):
+        assert aliases[name] == "default"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["{not json", '["a", "b"]', '"x"', '{"a": 1}', '{"a": null}', '{"a": ["b"]}'],
+)
+def test_bad_model_aliases_raise(raw: str) -> None:
+    with pytest.raises(ConfigError, match="STT_MODEL_ALIASES"):
+        load_settings({"STT_MODEL_ALIASES": raw})
+
+
+def test_empty_model_aliases_is_none() -> None:
+    assert load_settings({"STT_MODEL_ALIASES": ""}).model_aliases == {}
