@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import cartesia, health, openai
+from api.routes import cartesia, health, jobs, openai
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
@@ -47,7 +47,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.engine.dispose()
 
     return Litestar(
-        route_handlers=[cartesia.stt, openai.transcriptions, health.live, health.ready],
+        route_handlers=[
+            cartesia.stt,
+            openai.transcriptions,
+            jobs.submit_job,
+            jobs.get_job,
+            jobs.list_jobs,
+            jobs.delete_job,
+            health.live,
+            health.ready,
+        ],
         state=State({"stt": state}),
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],

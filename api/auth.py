@@ -7,7 +7,7 @@ from typing import Any
 
 from litestar import Request
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.errors import Unauthorized
 from core.keys import hash_key
@@ -31,7 +31,7 @@ def presented_key(request: Request[Any, Any, Any]) -> str | None:
 async def authenticate(
     request: Request[Any, Any, Any],
     settings: Settings,
-    sessions: async_sessionmaker,  # type: ignore[type-arg]
+    sessions: async_sessionmaker[AsyncSession],
 ) -> str:
     """The caller's tenant; 401 for a missing, unknown or revoked key."""
     if settings.auth_disabled:

@@ -55,21 +55,19 @@ def ensure_first_key(settings: Settings) -> None:
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    return [
-        subprocess.Popen([sys.executable, "-m", "worker"], start_new_session=True)
-        for _ in range(count)
-    ]
+    """Workers in this process group, so that a signal to the group reaches them too."""
+    return [subprocess.Popen([sys.executable, "-m", "worker"]) for _ in range(count)]
 
 
-def stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     for proc in workers:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # warm shutdown: finish or hand back
+            proc.send_signal(signal.SIGTERM)  # warm shutdown: finish the job or hand it back
     for proc in workers:
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
 
 
 def serve(settings: Settings, workers: int) -> None:

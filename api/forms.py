@@ -6,6 +6,7 @@ whole body has been received, and a malformed body is a 400, never a 500.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -28,6 +29,7 @@ class UploadedFile:
     size: int
     filename: str | None
     content_type: str | None
+    sha256: str = ""
 
 
 @dataclass
@@ -63,6 +65,7 @@ class _Collector:
         self._name: str | None = None
         self._value = bytearray()
         self._sink: BinaryIO | None = None
+        self._digest = hashlib.sha256()
         self._skip = False
 
     def callbacks(self) -> dict[str, object]:
@@ -133,7 +136,9 @@ class _Collector:
                     f"the file is larger than the limit of {self.max_file_bytes} bytes",
                     param=FILE_FIELD,
                 )
-            self._sink.write(data[start:end])
+            chunk = data[start:end]
+            self._digest.update(chunk)
+            self._sink.write(chunk)
         elif not self._skip:
             self._value += data[start:end]
             if len(self._value) > MAX_FIELD_BYTES:
@@ -146,6 +151,8 @@ class _Collector:
         if self._sink is not None:
             self._sink.close()
             self._sink = None
+            if self.form.file is not None:
+                self.form.file.sha256 = self._digest.hexdigest()
         elif not self._skip and self._name is not None:
             value = _decode(bytes(self._value), f"field {self._name!r}")
             self.form.fields.setdefault(self._name, []).append(value)

@@ -12,16 +12,7 @@ GRANULARITIES = ("word", "segment")
 
 def transcript_json(t: Transcript, request_id: str, *, words: bool) -> dict[str, Any]:
     """The body both families return for `json` (Cartesia's batch STT shape)."""
-    body: dict[str, Any] = {
-        "type": "transcript",
-        "request_id": request_id,
-        "text": t.text,
-        "language": t.language,
-        "duration": t.duration,
-    }
-    if words:
-        body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
-    return body
+    return t.response(request_id, words=words)
 
 
 def _segment_json(s: Segment) -> dict[str, Any]:

@@ -1,15 +1,18 @@
-"""The synchronous transcription flow both families share, and the response it renders."""
+"""The transcription flow both families share: answer now, or accept a job (202)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from litestar import Request, Response
 from litestar.datastructures import State
 
 from api import render
 from api.auth import authenticate
+from api.forms import Form
 from api.service import (
+    SubmitOptions,
     TranscriptionSpec,
     receive_upload,
     submit,
@@ -17,10 +20,15 @@ from api.service import (
 )
 from api.state import AppState
 from core.audio import RawFormat
-from core.queues import INTERACTIVE_QUEUE
+from core.errors import InvalidRequest
+from core.jobview import job_json
+from core.models import Job
+from core.queues import BATCH_QUEUE, INTERACTIVE_QUEUE
 from core.transcript import Transcript
+from core.webhooks import check_target
 
 TEXT = "text/plain; charset=utf-8"
+MAX_IDEMPOTENCY_KEY = 200
 
 
 def render_transcript(t: Transcript, job_id: str, spec: TranscriptionSpec) -> Response[Any]:
@@ -37,11 +45,78 @@ def render_transcript(t: Transcript, job_id: str, spec: TranscriptionSpec) -> Re
     return Response(render.transcript_json(t, job_id, words=spec.words))
 
 
-async def transcribe_now(request: Request[Any, Any, State], raw: RawFormat | None) -> Response[Any]:
-    """Authenticate, take the upload, queue it on the interactive queue and wait."""
+def wants_async(request: Request[Any, Any, Any]) -> bool:
+    """RFC 7240: `Prefer: respond-async` (among other preferences, any case)."""
+    prefer = ",".join(request.headers.getall("prefer", []))
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer.split(","))
+
+
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequest(
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            param="Idempotency-Key",
+        )
+    return key
+
+
+async def webhook_of(form: Form, state: AppState) -> str | None:
+    url = form.get("webhook_url")
+    if not url:
+        return None
+    if not state.settings.webhook_secret:
+        raise InvalidRequest(
+            "webhooks are not enabled on this server (it has no STT_WEBHOOK_SECRET)",
+            param="webhook_url",
+        )
+    if len(url) > 2000:
+        raise InvalidRequest("webhook_url is too long", param="webhook_url")
+    await anyio.to_thread.run_sync(check_target, url, state.settings.webhook_allow)
+    return url
+
+
+def accepted(job: Job) -> Response[dict[str, Any]]:
+    location = f"/stt/jobs/{job.id}"
+    return Response(
+        job_json(job),
+        status_code=202,
+        headers={"Location": location, "Preference-Applied": "respond-async"},
+    )
+
+
+async def transcribe(
+    request: Request[Any, Any, State], raw: RawFormat | None, *, always_async: bool = False
+) -> Response[Any]:
+    """Authenticate and take the upload; then wait for the transcript (interactive queue)
+    or, for jobs and `Prefer: respond-async`, answer 202 with the job (batch queue)."""
     state = AppState.of(request.app.state)
     tenant = await authenticate(request, state.settings, state.sessions)
+    is_async = always_async or wants_async(request)
+    key = idempotency_key(request) if is_async else None
     job_id, form, spec, duration = await receive_upload(request, state, raw)
-    await submit(state, tenant, job_id, form, spec, duration, INTERACTIVE_QUEUE)
-    transcript = await wait_for_transcript(state, job_id)
-    return render_transcript(transcript, job_id, spec)
+    if not is_async:
+        await submit(
+            state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw
+        )
+        return render_transcript(await wait_for_transcript(state, job_id), job_id, spec)
+    try:
+        webhook = await webhook_of(form, state)
+    except BaseException:
+        assert form.file is not None
+        state.storage.delete(form.file.key)
+        raise
+    job, _ = await submit(
+        state,
+        tenant,
+        job_id,
+        form,
+        spec,
+        duration,
+        SubmitOptions(BATCH_QUEUE, idempotency_key=key, webhook_url=webhook),
+        raw,
+    )
+    return accepted(job)

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import anyio
 from kombu.exceptions import OperationalError as BrokerError
 from litestar import Request
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from api.forms import Form, read_form
 from api.render import GRANULARITIES, RESPONSE_FORMATS
 from api.state import AppState
 from core.audio import RawFormat, probe_duration, raw_format
 from core.errors import (
+    Conflict,
     InvalidRequest,
     PayloadTooLarge,
+    RateLimited,
     ServiceUnavailable,
     SttError,
     TranscriptionFailed,
@@ -140,6 +146,70 @@ async def receive_upload(
     return job_id, form, spec, duration
 
 
+@dataclass(frozen=True)
+class SubmitOptions:
+    queue: str
+    idempotency_key: str | None = None
+    webhook_url: str | None = None
+
+
+def request_hash(form: Form, raw: RawFormat | None) -> str:
+    """What makes two submissions 'the same request' for Idempotency-Key."""
+    assert form.file is not None
+    material = {
+        "fields": {k: sorted(v) for k, v in sorted(form.fields.items())},
+        "file": form.file.sha256,
+        "raw": [raw.encoding, raw.sample_rate] if raw else None,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+async def _existing(state: AppState, tenant: str, key: str) -> Job | None:
+    async with state.sessions() as session, session.begin():
+        job = (
+            await session.execute(
+                select(Job).where(Job.tenant == tenant, Job.idempotency_key == key)
+            )
+        ).scalar_one_or_none()
+        if job is None:
+            return None
+        if utcnow() - job.created_at > timedelta(seconds=state.settings.idempotency_ttl_s):
+            job.idempotency_key = None  # expired: the key may name a new job
+            return None
+        return job
+
+
+def _same_or_conflict(job: Job, digest: str) -> Job:
+    if job.request_hash != digest:
+        raise Conflict(
+            "this Idempotency-Key was already used with a different request",
+            param="Idempotency-Key",
+        )
+    return job
+
+
+async def _admit(state: AppState, tenant: str) -> None:
+    """429 when the tenant's or the service's backlog is full."""
+    pending = (JobStatus.queued.value, JobStatus.running.value)
+    async with state.sessions() as session:
+        mine = (
+            await session.execute(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.tenant == tenant, Job.status.in_(pending))
+            )
+        ).scalar_one()
+        total = (
+            await session.execute(
+                select(func.count()).select_from(Job).where(Job.status.in_(pending))
+            )
+        ).scalar_one()
+    if mine >= state.settings.max_queued_per_tenant or total >= state.settings.max_queued_total:
+        raise RateLimited(
+            "too many jobs are waiting; try again later", headers={"Retry-After": "30"}
+        )
+
+
 async def submit(
     state: AppState,
     tenant: str,
@@ -147,50 +217,71 @@ async def submit(
     form: Form,
     spec: TranscriptionSpec,
     duration: float,
-    queue: str,
-    **extra: Any,
-) -> Job:
-    """Write the job row and send it to the queue; undo both if the broker is down."""
+    opts: SubmitOptions,
+    raw: RawFormat | None = None,
+) -> tuple[Job, bool]:
+    """Write the job row and queue it; returns (job, created). An Idempotency-Key that
+    names an earlier identical request returns that job instead; the new upload is dropped.
+    If the broker is down nothing is kept and the caller gets 503."""
     assert form.file is not None
-    now = utcnow()
-    job = Job(
-        id=job_id,
-        tenant=tenant,
-        status=JobStatus.queued.value,
-        queue=queue,
-        model=spec.model,
-        model_spec=spec.model_spec,
-        language=spec.language,
-        options={
-            **spec.options,
-            "granularities": list(spec.granularities),
-            "response_format": spec.response_format,
-        },
-        audio_key=form.file.key,
-        audio_bytes=form.file.size,
-        duration=round(duration, 3),
-        progress=0.0,
-        attempts=0,
-        created_at=now,
-        enqueued_at=now,
-        **extra,
-    )
+    audio_key = form.file.key
+    digest = request_hash(form, raw) if opts.idempotency_key else None
     try:
-        async with state.sessions() as session, session.begin():
-            session.add(job)
+        if opts.idempotency_key and digest:
+            earlier = await _existing(state, tenant, opts.idempotency_key)
+            if earlier is not None:
+                state.storage.delete(audio_key)
+                return _same_or_conflict(earlier, digest), False
+        await _admit(state, tenant)
+        now = utcnow()
+        job = Job(
+            id=job_id,
+            tenant=tenant,
+            status=JobStatus.queued.value,
+            queue=opts.queue,
+            model=spec.model,
+            model_spec=spec.model_spec,
+            language=spec.language,
+            options={
+                **spec.options,
+                "granularities": list(spec.granularities),
+                "response_format": spec.response_format,
+            },
+            audio_key=audio_key,
+            audio_bytes=form.file.size,
+            duration=round(duration, 3),
+            progress=0.0,
+            attempts=0,
+            created_at=now,
+            enqueued_at=now,
+            idempotency_key=opts.idempotency_key,
+            request_hash=digest,
+            webhook_url=opts.webhook_url,
+            webhook_status="pending" if opts.webhook_url else None,
+        )
+        try:
+            async with state.sessions() as session, session.begin():
+                session.add(job)
+        except IntegrityError:
+            # Another request with the same Idempotency-Key won the race.
+            earlier = await _existing(state, tenant, opts.idempotency_key or "")
+            if earlier is None or digest is None:
+                raise
+            state.storage.delete(audio_key)
+            return _same_or_conflict(earlier, digest), False
     except BaseException:
-        state.storage.delete(form.file.key)
+        state.storage.delete(audio_key)
         raise
     try:
-        await anyio.to_thread.run_sync(enqueue, state.celery, job_id, queue)
+        await anyio.to_thread.run_sync(enqueue, state.celery, job_id, opts.queue)
     except (BrokerError, OSError) as exc:
         async with state.sessions() as session, session.begin():
             await session.execute(delete(Job).where(Job.id == job_id))
-        state.storage.delete(form.file.key)
+        state.storage.delete(audio_key)
         raise ServiceUnavailable(
             "the job queue is unavailable; try again shortly", headers={"Retry-After": "5"}
         ) from exc
-    return job
+    return job, True
 
 
 async def wait_for_transcript(state: AppState, job_id: str) -> Transcript:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.waiter import JobWaiter
 from core.settings import Settings
@@ -17,7 +17,7 @@ from core.storage import LocalStorage
 class AppState:
     settings: Settings
     engine: AsyncEngine
-    sessions: async_sessionmaker  # type: ignore[type-arg]
+    sessions: async_sessionmaker[AsyncSession]
     storage: LocalStorage
     celery: Celery
     waiter: JobWaiter

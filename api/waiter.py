@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.models import Job, JobStatus
 from core.notify import JOB_EVENTS_CHANNEL
@@ -23,7 +23,7 @@ log = logging.getLogger("stt.waiter")
 
 
 class JobWaiter:
-    def __init__(self, sessions: async_sessionmaker, redis_url: str | None) -> None:  # type: ignore[type-arg]
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis_url: str | None) -> None:
         self.sessions = sessions
         self.redis_url = redis_url
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
@@ -75,8 +75,27 @@ class JobWaiter:
             ).scalar_one_or_none()
             return None if status is None else str(status)
 
-    async def wait(self, job_id: str, timeout: float) -> str | None:  # noqa: ASYNC109
-        """Wait until the job has ended (or `timeout` passes); return its last status."""
+    async def publish(self, job_id: str) -> None:
+        """Wake this process's waiters and, through Redis, every other API process's."""
+        self.notify(job_id)
+        if not self.redis_url:
+            return
+        client = aioredis.Redis.from_url(self.redis_url, socket_timeout=2)
+        try:
+            await client.publish(JOB_EVENTS_CHANNEL, job_id)
+        except Exception:
+            log.warning("could not announce job %s", job_id)
+        finally:
+            await client.aclose()
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float,  # noqa: ASYNC109 (a deadline for the caller, not a cancel scope)
+        changed_from: str | None = None,
+    ) -> str | None:
+        """Wait until the job has ended, or its status is no longer `changed_from`, or
+        `timeout` passes; return its last status (None if the job is gone)."""
         event = asyncio.Event()
         self._events[job_id].add(event)
         loop = asyncio.get_running_loop()
@@ -85,6 +104,8 @@ class JobWaiter:
             while True:
                 status = await self.status(job_id)
                 if status is None or JobStatus(status).ended:
+                    return status
+                if changed_from is not None and status != changed_from:
                     return status
                 remaining = deadline - loop.time()
                 if remaining <= 0:

@@ -10,13 +10,18 @@ from core.settings import Settings
 
 TRANSCRIBE_TASK = "stt.transcribe"
 RECONCILE_TASK = "stt.reconcile"
+WEBHOOK_TASK = "stt.webhook"
 
 INTERACTIVE_QUEUE = "stt-interactive"
 """Synchronous callers wait on this one; workers take it first."""
 BATCH_QUEUE = "stt-batch"
 """Submitted jobs; a backlog here never delays interactive work."""
 
-ALL_QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
+WEBHOOK_QUEUE = "stt-webhooks"
+"""Webhook deliveries: short, so workers take them before any transcription."""
+
+ALL_QUEUES = (WEBHOOK_QUEUE, INTERACTIVE_QUEUE, BATCH_QUEUE)
+"""What every worker consumes, in the order it takes them."""
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:
@@ -67,4 +72,10 @@ def enqueue(app: Celery, job_id: str, queue: str) -> None:
         queue=queue,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def enqueue_webhook(app: Celery, job_id: str, attempt: int = 1, countdown: float = 0) -> None:
+    app.send_task(
+        WEBHOOK_TASK, args=[job_id, attempt], queue=WEBHOOK_QUEUE, countdown=countdown or None
     )

@@ -46,8 +46,17 @@ class Settings:
     worker_concurrency: int = 1
     worker_heartbeat_s: float = 5.0
     stale_after_s: float = 60.0
-    max_attempts: int = 3
+    max_attempts: int = 5
     log_level: str = "INFO"
+    webhook_secret: str | None = None
+    webhook_allow: tuple[str, ...] = ()
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 2.0
+    webhook_timeout_s: float = 10.0
+    idempotency_ttl_s: float = 24 * 3600.0
+    max_queued_per_tenant: int = 1000
+    max_queued_total: int = 10000
+    max_wait_s: float = 60.0
 
     @property
     def audio_dir(self) -> Path:
@@ -140,6 +149,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_concurrency=int(_num(env, "STT_WORKER_CONCURRENCY", 1, int)),
         worker_heartbeat_s=float(_num(env, "STT_WORKER_HEARTBEAT_S", 5.0, float)),
         stale_after_s=float(_num(env, "STT_STALE_AFTER_S", 60.0, float)),
-        max_attempts=int(_num(env, "STT_MAX_ATTEMPTS", 3, int)),
+        max_attempts=int(_num(env, "STT_MAX_ATTEMPTS", 5, int)),
         log_level=(env.get("STT_LOG_LEVEL") or "INFO").upper(),
+        webhook_secret=env.get("STT_WEBHOOK_SECRET") or None,
+        webhook_allow=tuple(
+            item.strip() for item in (env.get("STT_WEBHOOK_ALLOW") or "").split(",") if item.strip()
+        ),
+        webhook_max_attempts=int(_num(env, "STT_WEBHOOK_MAX_ATTEMPTS", 8, int)),
+        webhook_backoff_s=float(_num(env, "STT_WEBHOOK_BACKOFF_S", 2.0, float)),
+        webhook_timeout_s=float(_num(env, "STT_WEBHOOK_TIMEOUT_S", 10.0, float)),
+        idempotency_ttl_s=float(_num(env, "STT_IDEMPOTENCY_TTL_S", 24 * 3600.0, float)),
+        max_queued_per_tenant=int(_num(env, "STT_MAX_QUEUED_PER_TENANT", 1000, int)),
+        max_queued_total=int(_num(env, "STT_MAX_QUEUED_TOTAL", 10000, int)),
+        max_wait_s=float(_num(env, "STT_MAX_WAIT_S", 60.0, float)),
     )

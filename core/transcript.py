@@ -56,3 +56,16 @@ class Transcript:
     @property
     def words(self) -> list[Word]:
         return [w for s in self.segments for w in s.words]
+
+    def response(self, request_id: str, *, words: bool) -> dict[str, Any]:
+        """The body both families return for `json` (Cartesia's batch STT shape)."""
+        body: dict[str, Any] = {
+            "type": "transcript",
+            "request_id": request_id,
+            "text": self.text,
+            "language": self.language,
+            "duration": self.duration,
+        }
+        if words:
+            body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in self.words]
+        return body

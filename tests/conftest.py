@@ -17,6 +17,15 @@ from tests.support import LiveService, corpus_dir, start_service, stop_service_p
 PG_ADMIN = os.environ.get("STT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("STT_TEST_REDIS", "redis://127.0.0.1:6379")
 TEST_KEY = "sk-stt-test-key-0123456789"
+WEBHOOK_SECRET = "whsec-test-secret"
+SERVICE_ENV = {
+    "STT_API_KEY": TEST_KEY,
+    "STT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+    "STT_WEBHOOK_ALLOW": "127.0.0.0/8,::1",
+    "STT_WEBHOOK_BACKOFF_S": "0.2",
+    "STT_WORKER_HEARTBEAT_S": "0.5",
+}
+"""Settings every live test service starts with (loopback webhooks are admitted here)."""
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +96,7 @@ def service(
     """One live API + worker on Postgres and Redis, shared by the end-to-end tests."""
     svc = start_service(
         tmp_path_factory.mktemp("service"),
-        {"DATABASE_URL": session_pg_url, "REDIS_URL": session_redis_url, "STT_API_KEY": TEST_KEY},
+        {"DATABASE_URL": session_pg_url, "REDIS_URL": session_redis_url, **SERVICE_ENV},
     )
     wait_for_worker(svc)
     yield svc

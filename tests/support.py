@@ -165,7 +165,7 @@ def wait_for_worker(service: LiveService, timeout: float = 60.0) -> None:
     raise RuntimeError(f"no worker became ready:\n{service.log()}")
 
 
-def stop_service_proc(proc: subprocess.Popen[str], timeout: float = 40.0) -> None:
+def stop_service_proc(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -179,3 +179,22 @@ def iter_words(body: dict[str, object]) -> Iterator[dict[str, object]]:
     words = body.get("words") or []
     assert isinstance(words, list)
     yield from words
+
+
+def long_audio(path: Path, names: list[str], repeat: int = 1) -> tuple[Path, str]:
+    """Corpus clips joined into one 16 kHz WAV; returns it and the joined references."""
+    import wave
+
+    import numpy as np
+
+    from core.audio import decode
+
+    parts = [(decode(clip(n).path), clip(n).reference) for n in names] * repeat
+    gap = np.zeros(8000, dtype=np.float32)  # half a second between clips
+    audio = np.concatenate([x for samples, _ in parts for x in (samples, gap)])
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path, " ".join(ref for _, ref in parts)

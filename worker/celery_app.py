@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core.queues import RECONCILE_TASK, TRANSCRIBE_TASK, make_celery
+from core.queues import RECONCILE_TASK, TRANSCRIBE_TASK, WEBHOOK_TASK, make_celery
 from core.settings import Settings
 from worker.context import WorkerContext
 from worker.jobs import finish, release, run_job
@@ -26,7 +26,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 
 def create_worker_app(settings: Settings) -> Celery:
     app = make_celery(settings, name="stt-worker")
-    ctx = WorkerContext(settings)
+    ctx = WorkerContext(settings, app)
 
     @app.task(
         name=TRANSCRIBE_TASK,
@@ -58,6 +58,12 @@ def create_worker_app(settings: Settings) -> Celery:
                 },
             )
             raise
+
+    @app.task(name=WEBHOOK_TASK, acks_late=True)
+    def webhook_task(job_id: str, attempt: int = 1) -> None:
+        from worker.webhooks import deliver
+
+        deliver(ctx, job_id, attempt)
 
     @app.task(name=RECONCILE_TASK)
     def reconcile_task() -> int:

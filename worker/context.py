@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,12 +15,17 @@ from core.settings import Settings
 from core.storage import LocalStorage
 from worker.engine import EngineConfig
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 
 class WorkerContext:
     """Settings plus lazily made connections; a forked child makes its own."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
+        self.app = app
+        """The Celery app, to send follow-up work (webhooks, requeues)."""
         self._pid = os.getpid()
 
     def _check_fork(self) -> None:

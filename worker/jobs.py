@@ -14,6 +14,7 @@ from core.audio import RawFormat, decode
 from core.errors import UnsupportedMedia
 from core.models import Job, JobStatus, utcnow
 from core.notify import JOB_EVENTS_CHANNEL
+from core.queues import enqueue_webhook
 from worker.context import WorkerContext
 from worker.engine import Cancelled, TranscribeOptions, load_model, transcribe
 
@@ -31,6 +32,13 @@ class Claim:
 
 def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
     """Mark the job running for this process, or None when there is nothing to do."""
+    outcome, claim = _claim(ctx, job_id)
+    if outcome in ("running", "failed"):
+        (announce if outcome == "running" else ended)(ctx, job_id)
+    return claim
+
+
+def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
     now = utcnow()
     stale = timedelta(seconds=ctx.settings.stale_after_s)
     with ctx.db()() as session, session.begin():
@@ -39,10 +47,10 @@ def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
         ).scalar_one_or_none()
         if job is None:
             log.warning("job %s not found; dropping its message", job_id)
-            return None
+            return None, None
         if JobStatus(job.status).ended:
             log.info("job %s already %s; nothing to do", job_id, job.status)
-            return None
+            return None, None
         if (
             job.status == JobStatus.running
             and job.worker != ctx.worker_name
@@ -50,10 +58,10 @@ def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
             and now - job.heartbeat_at < stale
         ):
             log.info("job %s is running on %s; duplicate message dropped", job_id, job.worker)
-            return None
+            return None, None
         if job.audio_key is None:
             _fail(job, "audio_missing", "the job's audio is gone")
-            return None
+            return "failed", None
         job.attempts += 1
         if job.attempts > ctx.settings.max_attempts:
             _fail(
@@ -61,12 +69,14 @@ def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
                 "too_many_attempts",
                 f"gave up after {ctx.settings.max_attempts} attempts (workers lost or errors)",
             )
-            return None
+            return "failed", None
         job.status = JobStatus.running.value
         job.worker = ctx.worker_name
         job.started_at = job.started_at or now
         job.heartbeat_at = now
-        return Claim(job.id, job.model_spec, job.language, dict(job.options or {}), job.audio_key)
+        return "running", Claim(
+            job.id, job.model_spec, job.language, dict(job.options or {}), job.audio_key
+        )
 
 
 def _fail(job: Job, code: str, message: str) -> None:
@@ -92,9 +102,23 @@ def finish(ctx: WorkerContext, job_id: str, values: dict[str, Any]) -> bool:
         )
         owned = bool(result.rowcount)  # type: ignore[attr-defined]
     if owned:
-        cleanup_audio(ctx, job_id)
-        announce(ctx, job_id)
+        ended(ctx, job_id)
     return owned
+
+
+def ended(ctx: WorkerContext, job_id: str) -> None:
+    """After a job's end is stored: drop its audio, announce it, send its webhook."""
+    with ctx.db()() as session:
+        row = session.execute(
+            select(Job.audio_key, Job.webhook_url).where(Job.id == job_id)
+        ).one_or_none()
+    if row is None:
+        return
+    if row.audio_key:
+        ctx.storage.delete(row.audio_key)
+    announce(ctx, job_id)
+    if row.webhook_url:
+        enqueue_webhook(ctx.app, job_id)
 
 
 def release(ctx: WorkerContext, job_id: str) -> None:
@@ -103,13 +127,6 @@ def release(ctx: WorkerContext, job_id: str) -> None:
         session.execute(
             update(Job).where(_mine(job_id, ctx)).values(status=JobStatus.queued.value, worker=None)
         )
-
-
-def cleanup_audio(ctx: WorkerContext, job_id: str) -> None:
-    with ctx.db()() as session:
-        key = session.execute(select(Job.audio_key).where(Job.id == job_id)).scalar_one_or_none()
-    if key:
-        ctx.storage.delete(key)
 
 
 def announce(ctx: WorkerContext, job_id: str) -> None:

@@ -51,7 +51,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
     now = utcnow()
     settings = ctx.settings
     stale_before = now - timedelta(seconds=settings.stale_after_s)
-    grace_before = now - timedelta(seconds=max(settings.stale_after_s, 10.0))
+    grace_before = now - timedelta(seconds=settings.stale_after_s)
     requeue: list[tuple[str, str]] = []
     with ctx.db()() as session, session.begin():
         stale = session.execute(

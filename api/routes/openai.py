@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Request, Response, post
 from litestar.datastructures import State
 
-from api.respond import transcribe_now
+from api.respond import transcribe
 
 
 @post(
@@ -18,4 +18,4 @@ from api.respond import transcribe_now
 async def transcriptions(request: Request[Any, Any, State]) -> Response[Any]:
     """Multipart `file`, `model`, optional `language`, `prompt`, `temperature`,
     `response_format` and `timestamp_granularities[]`."""
-    return await transcribe_now(request, None)
+    return await transcribe(request, None)

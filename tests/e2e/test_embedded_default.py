@@ -9,7 +9,14 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.support import LiveService, clip, error_rate, start_service, stop_service_proc, wait_for_worker
+from tests.support import (
+    LiveService,
+    clip,
+    error_rate,
+    start_service,
+    stop_service_proc,
+    wait_for_worker,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -30,8 +37,9 @@ def test_first_key_is_created_printed_once_and_stored_hashed(embedded: LiveServi
 
 
 def test_requests_without_the_key_are_refused(embedded: LiveService) -> None:
-    r = httpx.post(f"{embedded.url}/v1/audio/transcriptions", files={"file": b"x"},
-                   data={"model": "whisper-1"})
+    r = httpx.post(
+        f"{embedded.url}/v1/audio/transcriptions", files={"file": b"x"}, data={"model": "whisper-1"}
+    )
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "invalid_api_key"
 

@@ -25,20 +25,36 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def settings(tmp_path: Path, pg_url: str, redis_url: str) -> Settings:
-    s = load_settings({"STT_DATA_DIR": str(tmp_path), "DATABASE_URL": pg_url,
-                       "REDIS_URL": redis_url, "STT_CPU_THREADS": "2"})
+    s = load_settings(
+        {
+            "STT_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": pg_url,
+            "REDIS_URL": redis_url,
+            "STT_CPU_THREADS": "2",
+        }
+    )
     upgrade(s.database_url)
     return s
 
 
 @pytest.fixture
 def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "STT_DATA_DIR": str(settings.data_dir),
-           "DATABASE_URL": settings.database_url, "REDIS_URL": str(settings.redis_url),
-           "STT_CPU_THREADS": "2"}
+    env = {
+        **os.environ,
+        "STT_DATA_DIR": str(settings.data_dir),
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": str(settings.redis_url),
+        "STT_CPU_THREADS": "2",
+    }
     log = (settings.data_dir / "worker.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     yield proc
     proc.terminate()
     proc.wait(timeout=30)
@@ -51,10 +67,21 @@ def put_job(settings: Settings, clip_name: str, **options: object) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(clip(clip_name).path, target)
     with transaction(session_factory(make_engine(settings.database_url))) as session:
-        session.add(Job(id=job_id, tenant="t1", status="queued", queue=BATCH_QUEUE,
-                        model="whisper-1", model_spec="bundled:base", language=None,
-                        options={"word_timestamps": True, **options}, audio_key=key,
-                        audio_bytes=target.stat().st_size, enqueued_at=utcnow()))
+        session.add(
+            Job(
+                id=job_id,
+                tenant="t1",
+                status="queued",
+                queue=BATCH_QUEUE,
+                model="whisper-1",
+                model_spec="bundled:base",
+                language=None,
+                options={"word_timestamps": True, **options},
+                audio_key=key,
+                audio_bytes=target.stat().st_size,
+                enqueued_at=utcnow(),
+            )
+        )
     return job_id
 
 
