@@ -24,6 +24,10 @@ NAMING_CONVENTION = {
 }
 
 
+CONNECT_TIMEOUT_S = 5
+"""A database that does not answer is reported (503) rather than waited on."""
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -65,6 +69,8 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if _is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
+    else:
+        kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     engine = create_engine(sync_url(url), **kwargs)
     if _is_sqlite(url):
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -76,7 +82,12 @@ def make_async_engine(url: str) -> AsyncEngine:
     if _is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 10}
     else:
-        kwargs.update(pool_size=10, max_overflow=20, pool_timeout=5)
+        kwargs.update(
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=30,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        )
     engine = create_async_engine(async_url(url), **kwargs)
     if _is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

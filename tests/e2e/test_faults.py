@@ -1,0 +1,164 @@
+"""Faults: a worker killed mid-job, Redis restarted with jobs queued, Postgres unreachable,
+and 500 callers waiting at once. Nothing accepted is lost; nothing answers a 500."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from core.db import make_engine, session_factory
+from core.models import Job
+from tests.conftest import SERVICE_ENV
+from tests.e2e.jobs_client import get, submit, wait_ended, wait_until
+from tests.support import (
+    LiveService,
+    RedisServer,
+    TcpProxy,
+    clip,
+    error_rate,
+    kill_group,
+    long_audio,
+    start_service,
+    start_worker,
+    stop_service_proc,
+)
+
+pytestmark = pytest.mark.e2e
+
+FAST_RECOVERY = {**SERVICE_ENV, "STT_STALE_AFTER_S": "4", "STT_WORKER_HEARTBEAT_S": "0.5"}
+SHORT = "en_librispeech_2830-3980-0043.wav"
+
+
+def job_row(pg_url: str, job_id: str) -> Job:
+    with session_factory(make_engine(pg_url))() as session:
+        return session.execute(select(Job).where(Job.id == job_id)).scalar_one()
+
+
+@pytest.fixture
+def api_only(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> Iterator[tuple[LiveService, dict[str, str]]]:
+    """The API with no worker beside it; tests start (and kill) workers themselves."""
+    env = {"DATABASE_URL": pg_url, "REDIS_URL": redis_url, **FAST_RECOVERY}
+    svc = start_service(tmp_path / "api", env, workers=0)
+    yield svc, {**env, "STT_DATA_DIR": str(svc.data_dir)}
+    stop_service_proc(svc.proc)
+
+
+def test_worker_killed_mid_job_the_job_still_succeeds_once(
+    api_only: tuple[LiveService, dict[str, str]], pg_url: str, tmp_path: Path
+) -> None:
+    service, env = api_only
+    audio, reference = long_audio(tmp_path / "long.wav", ["en_jfk_inaugural.flac"], repeat=12)
+    first = start_worker(env, tmp_path / "worker1.log")
+    job_id = submit(service, audio).json()["id"]
+    wait_until(service, job_id, {"running"})
+    kill_group(first)  # kill -9 the worker and its pool children mid-transcription
+    assert get(service, job_id).json()["status"] == "running"
+    second = start_worker(env, tmp_path / "worker2.log")
+    try:
+        done = wait_ended(service, job_id, timeout=240)
+    finally:
+        kill_group(second)
+    assert done["status"] == "succeeded", done["error"]
+    assert error_rate(reference, done["result"]["text"], "en") <= 0.15
+    row = job_row(pg_url, job_id)
+    assert row.attempts == 2
+    log = (tmp_path / "worker2.log").read_text()
+    assert log.count("succeeded in") == 1, "the job must run to completion exactly once"
+
+
+def test_redis_restarted_with_jobs_queued_all_still_succeed(tmp_path: Path, pg_url: str) -> None:
+    redis = RedisServer(tmp_path / "redis")
+    redis.start()
+    env = {"DATABASE_URL": pg_url, "REDIS_URL": redis.url, **FAST_RECOVERY}
+    service = start_service(tmp_path / "api", env, workers=0)
+    worker = None
+    try:
+        ids = [submit(service, clip(SHORT).path).json()["id"] for _ in range(3)]
+        redis.stop()  # the queued messages die with it
+        redis.start()
+        worker = start_worker(
+            {**env, "STT_DATA_DIR": str(service.data_dir)}, tmp_path / "worker.log"
+        )
+        results = [wait_ended(service, job_id, timeout=180) for job_id in ids]
+    finally:
+        if worker is not None:
+            kill_group(worker)
+        stop_service_proc(service.proc)
+        redis.stop()
+    assert [r["status"] for r in results] == ["succeeded"] * 3
+    assert all(job_row(pg_url, job_id).attempts == 1 for job_id in ids)
+
+
+def test_postgres_unreachable_is_a_503_in_each_shape_and_recovers(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    proxy = TcpProxy(5432)
+    proxy.start()
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    service = start_service(
+        tmp_path / "api",
+        {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
+        workers=0,
+    )
+    c = clip(SHORT)
+    try:
+        assert submit(service, c.path).status_code == 202
+        proxy.stop()
+        cartesia = submit(service, c.path, url="/stt")
+        assert cartesia.status_code == 503
+        assert cartesia.json()["error_code"] == "service_unavailable"
+        assert cartesia.headers["retry-after"]
+        openai = submit(
+            service, c.path, url="/v1/audio/transcriptions", data={"model": "whisper-1"}
+        )
+        assert openai.status_code == 503
+        assert openai.json()["error"]["code"] == "service_unavailable"
+        listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers())
+        assert listing.status_code == 503 and listing.json()["error_code"]
+        ready = httpx.get(f"{service.url}/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
+        stored = [p for p in (service.data_dir / "audio").rglob("*") if p.is_file()]
+        assert len(stored) == 1, "only the accepted job's audio is kept; refused uploads go"
+        proxy.start()
+        again = submit(service, c.path)
+        assert again.status_code == 202
+        assert httpx.get(f"{service.url}/health/ready").json()["checks"]["database"] is True
+    finally:
+        stop_service_proc(service.proc)
+        proxy.stop()
+
+
+def test_five_hundred_callers_waiting_at_once(
+    api_only: tuple[LiveService, dict[str, str]],
+) -> None:
+    """Long-polls hold no thread: 500 at once all answer, and the API stays responsive."""
+    service, _ = api_only
+    job_id = submit(service, clip(SHORT).path).json()["id"]  # no worker: it stays queued
+
+    async def run() -> tuple[list[int], int]:
+        limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
+        async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+            waits = [
+                client.get(
+                    f"{service.url}/stt/jobs/{job_id}",
+                    params={"wait": "5"},
+                    headers=service.headers(),
+                )
+                for _ in range(500)
+            ]
+            pending = asyncio.gather(*waits)
+            await asyncio.sleep(1.0)
+            live = await client.get(f"{service.url}/health/live")
+            responses = await pending
+        return [r.status_code for r in responses], live.status_code
+
+    statuses, live = asyncio.run(run())
+    assert live == 200
+    assert statuses == [200] * 500
