@@ -32,6 +32,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_in": folder,
             "data_folder_out": folder,
             "processed_folder": str(settings.broker_dir / "processed"),
+            "control_folder": str(settings.broker_dir / "control"),
             "store_processed": False,
         }
     # Longer than any job may run, so Redis never redelivers a message still being worked on;

@@ -30,12 +30,12 @@ def verify(secret: str, body: bytes, header: str, tolerance_s: float = 300.0) ->
     try:
         parts = dict(item.split("=", 1) for item in header.split(","))
         ts = int(parts["t"])
-    except (ValueError, KeyError):
+        if abs(time.time() - ts) > tolerance_s:
+            return False
+        expected = sign(secret, body, ts).split("v1=", 1)[1]
+        return hmac.compare_digest(expected.encode(), parts.get("v1", "").encode())
+    except (ValueError, KeyError, TypeError, OverflowError):
         return False
-    if abs(time.time() - ts) > tolerance_s:
-        return False
-    expected = sign(secret, body, ts).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))
 
 
 def _allowed_by_list(
@@ -58,12 +58,16 @@ def _allowed_by_list(
 def check_target(url: str, allow: tuple[str, ...]) -> None:
     """Refuse webhook URLs that are not http(s), or that reach private, loopback or
     link-local addresses, unless the allow-list (hosts or CIDRs) admits them."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidRequest("webhook_url is not a valid URL", param="webhook_url") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidRequest("webhook_url must be an http(s) URL", param="webhook_url")
     host = parts.hostname
     try:
-        infos = socket.getaddrinfo(host, parts.port or (443 if parts.scheme == "https" else 80))
+        infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidRequest(
             f"webhook_url host {host!r} does not resolve", param="webhook_url"

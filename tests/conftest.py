@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import psycopg
 import pytest
@@ -63,30 +64,42 @@ def session_pg_url() -> Iterator[str]:
     _drop_database(name)
 
 
-SESSION_REDIS_DB = 1
-_redis_dbs = itertools.cycle(range(15, 1, -1))
-"""Databases 2-15 rotate among function-scoped tests (run one at a time); 1 is the session's."""
+def _claim_redis_db() -> tuple[str, IO[bytes]]:
+    """An empty Redis database number no other test (or concurrent pytest run) holds.
+
+    Each of the 16 databases is guarded by an exclusive lock file, held until released."""
+    for db in range(1, 16):
+        handle = open(f"/tmp/stt-test-redis-{db}.lock", "wb")  # noqa: SIM115 (held open)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        url = f"{REDIS_BASE}/{db}"
+        redis.Redis.from_url(url).flushdb()
+        return url, handle
+    raise RuntimeError("all Redis test databases are in use")
 
 
-def _fresh_redis_url(db: int | None = None) -> str:
-    url = f"{REDIS_BASE}/{next(_redis_dbs) if db is None else db}"
+def _release_redis_db(url: str, handle: IO[bytes]) -> None:
     redis.Redis.from_url(url).flushdb()
-    return url
+    fcntl.flock(handle, fcntl.LOCK_UN)
+    handle.close()
 
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """An empty Redis database (its own db number) for one test."""
-    url = _fresh_redis_url()
+    url, handle = _claim_redis_db()
     yield url
-    redis.Redis.from_url(url).flushdb()
+    _release_redis_db(url, handle)
 
 
 @pytest.fixture(scope="session")
 def session_redis_url() -> Iterator[str]:
-    url = _fresh_redis_url(SESSION_REDIS_DB)
+    url, handle = _claim_redis_db()
     yield url
-    redis.Redis.from_url(url).flushdb()
+    _release_redis_db(url, handle)
 
 
 @pytest.fixture(scope="session")

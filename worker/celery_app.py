@@ -29,6 +29,7 @@ def create_worker_app(settings: Settings) -> Celery:
     ctx = WorkerContext(settings, app)
 
     @app.task(
+        shared=False,
         name=TRANSCRIBE_TASK,
         bind=True,
         acks_late=True,
@@ -59,13 +60,13 @@ def create_worker_app(settings: Settings) -> Celery:
             )
             raise
 
-    @app.task(name=WEBHOOK_TASK, acks_late=True)
+    @app.task(name=WEBHOOK_TASK, acks_late=True, shared=False)
     def webhook_task(job_id: str, attempt: int = 1) -> None:
         from worker.webhooks import deliver
 
         deliver(ctx, job_id, attempt)
 
-    @app.task(name=RECONCILE_TASK)
+    @app.task(name=RECONCILE_TASK, shared=False)
     def reconcile_task() -> int:
         from worker.reconciler import reconcile
 
