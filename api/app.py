@@ -9,7 +9,9 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
-from api.routes import cartesia, health, jobs, openai
+from api.observe import HttpMetrics, observe
+from api.ratelimit import RateLimiter
+from api.routes import cartesia, health, jobs, metrics, openai
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
@@ -32,6 +34,8 @@ def build_state(settings: Settings) -> AppState:
         storage=LocalStorage(settings.audio_dir),
         celery=make_celery(settings, name="stt-api"),
         waiter=JobWaiter(sessions, settings.redis_url),
+        limiter=RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
+        metrics=HttpMetrics(),
     )
 
 
@@ -44,9 +48,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     async def on_shutdown() -> None:
         await state.waiter.stop()
+        await state.limiter.close()
         await state.engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             cartesia.stt,
             openai.transcriptions,
@@ -56,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             jobs.delete_job,
             health.live,
             health.ready,
+            metrics.metrics,
         ],
         state=State({"stt": state}),
         on_startup=[on_startup],
@@ -65,6 +71,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         openapi_config=OpenAPIConfig(title="Self-hosted STT", version="0.1.0"),
         logging_config=None,
     )
+    app.asgi_handler = observe(app.asgi_handler, state.metrics)
+    return app
 
 
 logging.getLogger("stt").addHandler(logging.NullHandler())

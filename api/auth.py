@@ -39,9 +39,12 @@ async def authenticate(
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
-    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
-        return ENV_TENANT
     digest = hash_key(key)
+    app_state = getattr(request.app.state, "stt", None)
+    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        if app_state is not None:
+            await app_state.limiter.check(digest[:32])
+        return ENV_TENANT
     async with sessions() as session:
         row = (
             await session.execute(
@@ -52,4 +55,6 @@ async def authenticate(
         ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("the API key is not valid")
+    if app_state is not None:
+        await app_state.limiter.check(digest[:32])
     return str(row.tenant)

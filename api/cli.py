@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
+from core.logs import configure_logging
 from core.migrate import upgrade
 from core.models import ApiKey, utcnow
 from core.settings import Settings, load_settings
@@ -85,6 +86,7 @@ def serve(settings: Settings, workers: int) -> None:
     try:
         uvicorn.run(
             "api.app:create_app",
+            log_config=None,
             factory=True,
             host=settings.host,
             port=settings.port,
@@ -140,9 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if args.cmd == "serve":
         serve(settings, settings.embedded_workers if args.workers is None else args.workers)
     elif args.cmd == "worker":

@@ -8,6 +8,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.observe import HttpMetrics
+from api.ratelimit import RateLimiter
 from api.waiter import JobWaiter
 from core.settings import Settings
 from core.storage import LocalStorage
@@ -21,6 +23,8 @@ class AppState:
     storage: LocalStorage
     celery: Celery
     waiter: JobWaiter
+    limiter: RateLimiter
+    metrics: HttpMetrics
 
     @classmethod
     def of(cls, app_state: Any) -> AppState:

@@ -80,3 +80,20 @@ def enqueue_webhook(app: Celery, job_id: str, attempt: int = 1, countdown: float
     app.send_task(
         WEBHOOK_TASK, args=[job_id, attempt], queue=WEBHOOK_QUEUE, countdown=countdown or None
     )
+
+
+def queue_depths(app: Celery) -> dict[str, int]:
+    """Messages waiting in each queue (-1 where the broker cannot tell)."""
+    depths: dict[str, int] = {}
+    try:
+        with app.connection_for_read() as conn:
+            channel = conn.default_channel
+            for queue in ALL_QUEUES:
+                try:
+                    declared = channel.queue_declare(queue=queue, passive=True)  # type: ignore[attr-defined]
+                    depths[queue] = int(declared.message_count)
+                except Exception:
+                    depths[queue] = 0
+    except Exception:
+        return {queue: -1 for queue in ALL_QUEUES}
+    return depths

@@ -57,6 +57,10 @@ class Settings:
     max_queued_per_tenant: int = 1000
     max_queued_total: int = 10000
     max_wait_s: float = 60.0
+    rate_limit_per_minute: int = 600
+    audio_retention_s: float = 0.0
+    transcript_retention_s: float = 30 * 24 * 3600.0
+    log_format: str = "json"
 
     @property
     def audio_dir(self) -> Path:
@@ -100,9 +104,19 @@ def _num(env: Mapping[str, str], name: str, default: float, kind: type[int] | ty
     if raw is None or raw.strip() == "":
         return default
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= 0:  # also refuses NaN
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).strip().lower()
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _aliases(raw: str | None) -> dict[str, str]:
@@ -162,4 +176,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_queued_per_tenant=int(_num(env, "STT_MAX_QUEUED_PER_TENANT", 1000, int)),
         max_queued_total=int(_num(env, "STT_MAX_QUEUED_TOTAL", 10000, int)),
         max_wait_s=float(_num(env, "STT_MAX_WAIT_S", 60.0, float)),
+        rate_limit_per_minute=int(_num(env, "STT_RATE_LIMIT_PER_MINUTE", 600, int)),
+        audio_retention_s=float(_num(env, "STT_AUDIO_RETENTION_S", 0.0, float)),
+        transcript_retention_s=float(
+            _num(env, "STT_TRANSCRIPT_RETENTION_S", 30 * 24 * 3600.0, float)
+        ),
+        log_format=_choice(env, "STT_LOG_FORMAT", "json", ("json", "text")),
     )

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from celery.signals import worker_ready
 
+from core.logs import configure_logging
 from core.queues import ALL_QUEUES
 from core.settings import load_settings
 from worker.celery_app import create_worker_app
@@ -15,9 +15,7 @@ from worker.reconciler import start_reconciler
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
     interval = max(settings.stale_after_s / 3, 2.0)

@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 
 from core.audio import RawFormat, decode
 from core.errors import UnsupportedMedia
+from core.logs import job_id_var
 from core.models import Job, JobStatus, utcnow
 from core.notify import JOB_EVENTS_CHANNEL
 from core.queues import enqueue_webhook
@@ -114,7 +115,7 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
         ).one_or_none()
     if row is None:
         return
-    if row.audio_key:
+    if row.audio_key and ctx.settings.audio_retention_s <= 0:
         ctx.storage.delete(row.audio_key)
     announce(ctx, job_id)
     if row.webhook_url:
@@ -205,6 +206,14 @@ def raw_of(options: dict[str, Any]) -> RawFormat | None:
 
 def run_job(ctx: WorkerContext, job_id: str) -> None:
     """Do one job end to end. Raises for transient trouble, so the task can retry."""
+    token = job_id_var.set(job_id)
+    try:
+        _run_job(ctx, job_id)
+    finally:
+        job_id_var.reset(token)
+
+
+def _run_job(ctx: WorkerContext, job_id: str) -> None:
     claim = claim_job(ctx, job_id)
     if claim is None:
         return

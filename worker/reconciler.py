@@ -15,9 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from core.models import Job, JobStatus, utcnow
+from core.models import Job, JobStatus, WorkerSeen, utcnow
 from core.queues import ALL_QUEUES, enqueue
 from worker.context import WorkerContext
 
@@ -89,13 +89,63 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
     return len(requeue)
 
 
+def mark_seen(ctx: WorkerContext) -> None:
+    """Tell readiness checks this worker is alive (one row per worker process)."""
+    now = utcnow()
+    with ctx.db()() as session, session.begin():
+        row = session.get(WorkerSeen, ctx.worker_name)
+        if row is None:
+            session.add(WorkerSeen(name=ctx.worker_name, seen_at=now))
+        else:
+            row.seen_at = now
+        session.execute(delete(WorkerSeen).where(WorkerSeen.seen_at < now - timedelta(days=1)))
+
+
+def purge(ctx: WorkerContext) -> int:
+    """Retention: drop ended jobs (transcripts) past STT_TRANSCRIPT_RETENTION_S, and kept
+    audio past STT_AUDIO_RETENTION_S. Returns how many jobs were removed."""
+    settings = ctx.settings
+    now = utcnow()
+    ended = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value)
+    with ctx.db()() as session, session.begin():
+        old = session.execute(
+            select(Job.id, Job.audio_key).where(
+                Job.status.in_(ended),
+                Job.completed_at < now - timedelta(seconds=settings.transcript_retention_s),
+            )
+        ).all()
+        if old:
+            session.execute(delete(Job).where(Job.id.in_([job_id for job_id, _ in old])))
+        stale_audio = session.execute(
+            select(Job.id, Job.audio_key).where(
+                Job.status.in_(ended),
+                Job.audio_key.is_not(None),
+                Job.completed_at < now - timedelta(seconds=settings.audio_retention_s),
+            )
+        ).all()
+        if stale_audio:
+            session.execute(
+                update(Job)
+                .where(Job.id.in_([job_id for job_id, _ in stale_audio]))
+                .values(audio_key=None)
+            )
+    for _, key in [*old, *stale_audio]:
+        if key:
+            ctx.storage.delete(key)
+    if old:
+        log.info("retention: removed %d ended jobs", len(old))
+    return len(old)
+
+
 def _sweep_once(ctx: WorkerContext, app: Celery, interval: float) -> None:
+    mark_seen(ctx)
     client = ctx.redis_client()
     if client is not None and not client.set(
         LOCK_KEY, ctx.worker_name, nx=True, ex=max(int(interval), 1)
     ):
         return
     reconcile(ctx, app)
+    purge(ctx)
 
 
 def start_reconciler(ctx: WorkerContext, app: Celery, interval: float) -> threading.Event:

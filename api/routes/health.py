@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import anyio
 from litestar import Request, Response, get
 from litestar.datastructures import State
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from api.state import AppState
+from core.models import WorkerSeen, utcnow
 
 
 @get("/health/live", summary="The process is up")
@@ -26,7 +28,19 @@ def _broker_ok(state: AppState) -> bool:
         return False
 
 
-@get("/health/ready", summary="Database, broker and storage are reachable")
+async def _worker_seen(state: AppState) -> bool:
+    """Some worker said it was alive within the last few sweep intervals."""
+    window = timedelta(seconds=max(3 * max(state.settings.stale_after_s / 3, 2.0), 30.0))
+    async with state.sessions() as session:
+        seen = (
+            await session.execute(
+                select(WorkerSeen.name).where(WorkerSeen.seen_at > utcnow() - window).limit(1)
+            )
+        ).first()
+    return seen is not None
+
+
+@get("/health/ready", summary="Database, broker, storage and a worker are available")
 async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     state = AppState.of(request.app.state)
     checks: dict[str, bool] = {}
@@ -38,6 +52,7 @@ async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
         checks["database"] = False
     checks["broker"] = await anyio.to_thread.run_sync(_broker_ok, state)
     checks["storage"] = state.storage.root.is_dir()
+    checks["worker"] = await _worker_seen(state) if checks["database"] else False
     ok = all(checks.values())
     return Response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503

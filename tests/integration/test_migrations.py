@@ -42,11 +42,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_up_down_up(db_url: str) -> None:
     upgrade(db_url)
-    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries"}
+    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries", "workers_seen"}
     downgrade(db_url)
     assert _tables(db_url) == set()
     upgrade(db_url)
-    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries"}
+    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries", "workers_seen"}
 
 
 def test_migrations_match_models(db_url: str) -> None:
