@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 
 from litestar import Litestar
+from litestar._openapi.plugin import (
+    OpenAPIPlugin,
+)  # the public app.openapi_schema has no dict cache
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
 from api.observe import HttpMetrics, observe
+from api.openapi_docs import document
 from api.ratelimit import RateLimiter
 from api.routes import cartesia, health, jobs, metrics, openai
 from api.state import AppState
@@ -43,7 +47,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     state = build_state(settings)
 
-    async def on_startup() -> None:
+    async def on_startup(app: Litestar) -> None:
+        document(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
         await state.waiter.start()
 
     async def on_shutdown() -> None:

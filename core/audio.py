@@ -125,6 +125,11 @@ def probe_duration(path: Path, raw: RawFormat | None = None) -> float:
             if not container.streams.audio:
                 raise UnsupportedMedia("the file has no audio stream")
             stream = container.streams.audio[0]
+            if stream.sample_rate and not MIN_RAW_RATE <= stream.sample_rate <= MAX_RAW_RATE:
+                raise UnsupportedMedia(
+                    f"a sample rate of {stream.sample_rate} Hz is not supported "
+                    f"({MIN_RAW_RATE} to {MAX_RAW_RATE} Hz)"
+                )
             duration: float | None = None
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
@@ -146,11 +151,36 @@ def probe_duration(path: Path, raw: RawFormat | None = None) -> float:
                     break  # one frame proves it decodes; the header gives the length
             if decoded == 0:
                 raise UnsupportedMedia("the file contains no decodable audio")
+            if duration is not None and duration > 2 * _TAIL_S:
+                _check_tail(container, stream, duration)
             return duration if duration is not None and duration > 0 else decoded
     except UnsupportedMedia:
         raise
     except (av.FFmpegError, ValueError, IndexError, OSError, EOFError) as exc:
         raise UnsupportedMedia(f"the audio could not be decoded: {_reason(exc)}") from exc
+
+
+_TAIL_S = 1.0
+
+
+def _check_tail(
+    container: av.container.InputContainer, stream: av.AudioStream, duration: float
+) -> None:
+    """Audio near the end the header claims must decode: a cut-off upload (FLAC, MP4…)
+    keeps its header and would otherwise pass for the whole recording."""
+    assert stream.time_base is not None
+    target = duration - 2 * _TAIL_S
+    try:
+        container.seek(int(target / stream.time_base), stream=stream, any_frame=False)
+        for frame in _frames(container, stream):
+            if frame.time is None or frame.time >= target - 2 * _TAIL_S:
+                return
+    except (av.FFmpegError, OSError):
+        pass
+    raise UnsupportedMedia(
+        f"the file is truncated: its header says {duration:.1f} s of audio, "
+        "but the end of it is missing"
+    )
 
 
 def _reason(exc: BaseException) -> str:

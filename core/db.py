@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
@@ -65,7 +66,14 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if _is_sqlite(url) and database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> Engine:
+    _ensure_sqlite_dir(url)
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if _is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
@@ -78,6 +86,7 @@ def make_engine(url: str) -> Engine:
 
 
 def make_async_engine(url: str) -> AsyncEngine:
+    _ensure_sqlite_dir(url)
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if _is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 10}
