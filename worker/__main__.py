@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 from core.logs import configure_logging
 from core.queues import ALL_QUEUES
@@ -24,6 +26,13 @@ def main(argv: list[str] | None = None) -> None:
     def _start_sweeps(**_: object) -> None:
         start_reconciler(ctx, app, interval)
 
+    @worker_process_init.connect(weak=False)
+    def _leave_sigterm_to_the_parent(**_: object) -> None:
+        # A SIGTERM sent to the whole process group (docker stop, systemd, Ctrl-C in a
+        # terminal) must not kill the job in hand: the main process does a warm shutdown,
+        # letting it finish, then closes the pool.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
     args = argv if argv is not None else sys.argv[1:]
     app.worker_main(
         [
@@ -34,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             ",".join(ALL_QUEUES),
             "--concurrency",
             str(settings.worker_concurrency),
+            "--hostname",
+            f"stt-{os.getpid()}@%h",
             *args,
         ]
     )
