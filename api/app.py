@@ -15,21 +15,20 @@ from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
 from core.queues import make_celery
 from core.settings import Settings, load_settings
-from core.storage import LocalStorage
+from core.storage import make_storage
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
 """Room for the form fields and multipart framing beside the file."""
 
 
 def build_state(settings: Settings) -> AppState:
-    settings.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database_url)
     sessions = async_session_factory(engine)
     return AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        storage=LocalStorage(settings.audio_dir),
+        storage=make_storage(settings),
         celery=make_celery(settings, name="stt-api"),
         waiter=JobWaiter(sessions, settings.redis_url),
     )

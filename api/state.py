@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.waiter import JobWaiter
 from core.settings import Settings
-from core.storage import LocalStorage
+from core.storage import Storage
 
 
 @dataclass
@@ -18,7 +18,7 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    storage: LocalStorage
+    storage: Storage
     celery: Celery
     waiter: JobWaiter
 

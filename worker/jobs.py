@@ -15,6 +15,7 @@ from core.errors import UnsupportedMedia
 from core.models import Job, JobStatus, utcnow
 from core.notify import JOB_EVENTS_CHANNEL
 from core.queues import enqueue_webhook
+from core.storage import discard
 from worker.context import WorkerContext
 from worker.engine import Cancelled, TranscribeOptions, load_model, transcribe
 
@@ -115,7 +116,7 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
     if row is None:
         return
     if row.audio_key:
-        ctx.storage.delete(row.audio_key)
+        discard(ctx.storage, row.audio_key)  # never keeps the end from being announced
     announce(ctx, job_id)
     if row.webhook_url:
         enqueue_webhook(ctx.app, job_id)
@@ -209,7 +210,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
     if claim is None:
         return
     try:
-        audio = decode(ctx.storage.path(claim.audio_key), raw_of(claim.options))
+        # An object store's audio is streamed to this machine's scratch dir for the decode.
+        with ctx.storage.local_copy(claim.audio_key) as path:
+            audio = decode(path, raw_of(claim.options))
     except UnsupportedMedia as exc:
         finish(
             ctx,

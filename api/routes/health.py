@@ -37,7 +37,7 @@ async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     except Exception:
         checks["database"] = False
     checks["broker"] = await anyio.to_thread.run_sync(_broker_ok, state)
-    checks["storage"] = state.storage.root.is_dir()
+    checks["storage"] = await anyio.to_thread.run_sync(state.storage.ready)
     ok = all(checks.values())
     return Response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
