@@ -22,6 +22,7 @@ FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
 def build_state(settings: Settings) -> AppState:
+    settings.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database_url)
     sessions = async_session_factory(engine)
     return AppState(

@@ -38,6 +38,7 @@ _AUDIO_KEY = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{32}$")
 
 PART_SIZE = 8 * 1024 * 1024
 """S3 multipart part size (S3's minimum is 5 MiB): at most one part is buffered per upload."""
+MAX_PARTS = 10_000
 DOWNLOAD_CHUNK = 1024 * 1024
 SCRATCH_MAX_AGE_S = 24 * 3600.0
 """Scratch files older than this were left by a killed process and are removed at start."""
@@ -366,6 +367,23 @@ class _S3Sink(_SinkBase):
             log.warning("could not abort the upload of %s: %s", self._key, _error_code(exc))
 
 
+_session_lock = threading.Lock()
+_sessions: dict[int, Any] = {}
+
+
+def _new_client(**kwargs: Any) -> Any:
+    """An S3 client from this process's one boto3 session (making a session reads the
+    service models: slow). Sessions are not thread-safe, so clients are made under a lock."""
+    import boto3
+
+    with _session_lock:
+        pid = os.getpid()
+        if pid not in _sessions:
+            _sessions.clear()
+            _sessions[pid] = boto3.session.Session()
+        return _sessions[pid].client("s3", **kwargs)
+
+
 class S3Storage:
     """Objects under `prefix/` in an S3-compatible bucket. Credentials and region come from
     the usual AWS environment (or config files, or an instance role), never from settings."""
@@ -400,7 +418,6 @@ class S3Storage:
         """A boto3 client for this process (made again after a fork; shared by threads)."""
         with self._lock:
             if self._client is None or self._pid != os.getpid():
-                import boto3
                 from botocore.config import Config
 
                 config = Config(
@@ -415,8 +432,8 @@ class S3Storage:
                     # DNS names.
                     s3={"addressing_style": "path" if self.endpoint_url else "auto"},
                 )
-                self._client = boto3.session.Session().client(
-                    "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config
+                self._client = _new_client(
+                    endpoint_url=self.endpoint_url, region_name=self.region, config=config
                 )
                 self._pid = os.getpid()
             return self._client
@@ -555,4 +572,6 @@ def make_storage(settings: Settings) -> Storage:
         settings.scratch_dir,
         endpoint_url=settings.s3_endpoint_url,
         region=settings.s3_region,
+        # S3 allows 10,000 parts: larger parts if the upload limit needs them.
+        part_size=max(PART_SIZE, -(-settings.max_upload_bytes // MAX_PARTS)),
     )

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from litestar.testing import TestClient
 
+from api.app import create_app
 from core.db import make_engine, session_factory, transaction
 from core.migrate import upgrade
 from core.models import Job, new_id, utcnow
@@ -27,7 +29,7 @@ from core.storage import (
     audio_key,
     make_storage,
 )
-from tests.support import MotoServer, free_port
+from tests.support import MotoServer, clip, free_port
 from worker.context import WorkerContext
 from worker.reconciler import sweep_storage
 
@@ -317,3 +319,34 @@ def test_orphan_sweep_keeps_only_audio_that_pending_jobs_need(
     assert sweep_storage(worker_context, grace_s=-60) == 4
     left = {k for k in [*keys.values(), orphan, foreign] if worker_context.storage.exists(k)}
     assert left == {keys["queued"], keys["running"], foreign}
+
+
+def test_the_api_answers_503_while_the_object_store_is_down(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: MotoServer
+) -> None:
+    """Uploads get 503 with Retry-After (not a 500), and /health/ready says storage is down."""
+    monkeypatch.chdir(tmp_path)  # kombu's filesystem transport writes ./control
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings(
+        {
+            "STT_DATA_DIR": str(tmp_path / "data"),
+            "STT_API_KEY": "k1",
+            "STT_STORAGE_URL": "s3://stt/audio",
+            "STT_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
+    settings.data_dir.mkdir()
+    upgrade(settings.database_url)
+    with TestClient(create_app(settings)) as client:
+        r = client.post(
+            "/stt/jobs",
+            headers={"Authorization": "Bearer k1"},
+            files={"file": ("a.flac", clip("en_librispeech_61-70968-0000.flac").path.read_bytes())},
+            data={"model": "ink-whisper"},
+        )
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] and r.json()["error_code"] == "service_unavailable"
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["storage"] is False
+    assert [p for p in settings.scratch_dir.rglob("*") if p.is_file()] == []

@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import DEFAULT_MODEL, load_settings
+from core.storage import PART_SIZE, S3Storage, make_storage
 
 
 def test_defaults_use_sqlite_and_filesystem_broker(tmp_path: Path) -> None:
@@ -220,3 +221,13 @@ def test_s3_endpoint_region_and_scratch(tmp_path: Path) -> None:
     )
     assert (s.s3_endpoint_url, s.s3_region) == ("http://minio:9000", "auto")
     assert s.scratch_dir == (tmp_path / "fast-disk").resolve()
+
+
+def test_s3_parts_grow_with_the_upload_limit(tmp_path: Path) -> None:
+    base = {"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": "s3://stt/audio"}
+    storage = make_storage(load_settings(base))
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix, storage.part_size) == ("stt", "audio", PART_SIZE)
+    huge = make_storage(load_settings({**base, "STT_MAX_UPLOAD_BYTES": str(200 * 1024**3)}))
+    assert isinstance(huge, S3Storage)
+    assert huge.part_size * 10_000 >= 200 * 1024**3
