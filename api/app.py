@@ -21,7 +21,7 @@ from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
 from core.queues import make_celery
 from core.settings import Settings, load_settings
-from core.storage import LocalStorage
+from core.storage import make_storage
 
 FORM_OVERHEAD_BYTES = 1024 * 1024
 """Room for the form fields and multipart framing beside the file."""
@@ -35,7 +35,7 @@ def build_state(settings: Settings) -> AppState:
         settings=settings,
         engine=engine,
         sessions=sessions,
-        storage=LocalStorage(settings.audio_dir),
+        storage=make_storage(settings),
         celery=make_celery(settings, name="stt-api"),
         waiter=JobWaiter(sessions, settings.redis_url),
         limiter=RateLimiter(settings.rate_limit_per_minute, settings.redis_url),

@@ -1,7 +1,9 @@
 """Streaming multipart parsing: the file goes to storage as it arrives, fields stay small.
 
 Limits are checked while reading, so an oversized upload is refused (413) before the
-whole body has been received, and a malformed body is a 400, never a 500.
+whole body has been received, and a malformed body is a 400, never a 500. The parser runs
+in a worker thread, one batch of the body at a time, so that storage writes (an object
+store's part uploads) never block the event loop.
 """
 
 from __future__ import annotations
@@ -9,18 +11,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from pathlib import Path
 
+import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from core.errors import InvalidRequest, PayloadTooLarge
-from core.storage import LocalStorage
+from core.storage import Sink, Storage, TeeSink, discard
 
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 FILE_FIELD = "file"
+BATCH_BYTES = 1024 * 1024
+"""Body bytes gathered before the parser (and storage) run on a worker thread."""
 
 
 @dataclass
@@ -51,10 +56,14 @@ class Form:
 
 
 class _Collector:
-    """python-multipart callbacks that build a Form, writing the file part to storage."""
+    """python-multipart callbacks that build a Form, writing the file part to storage (and
+    to `spool`, a local copy, when given)."""
 
-    def __init__(self, storage: LocalStorage, file_key: str, max_file_bytes: int) -> None:
+    def __init__(
+        self, storage: Storage, file_key: str, max_file_bytes: int, spool: Path | None = None
+    ) -> None:
         self.storage, self.file_key, self.max_file_bytes = storage, file_key, max_file_bytes
+        self.spool = spool
         self.form = Form()
         self.parts = 0
         self.ended = False
@@ -64,7 +73,7 @@ class _Collector:
         self._header_bytes = 0
         self._name: str | None = None
         self._value = bytearray()
-        self._sink: BinaryIO | None = None
+        self._sink: Sink | None = None
         self._digest = hashlib.sha256()
         self._skip = False
 
@@ -123,7 +132,8 @@ class _Collector:
                 filename=_decode(filename, "the file name") if filename else None,
                 content_type=content_type.decode("latin-1") if content_type else None,
             )
-            self._sink = self.storage.open_write(self.file_key)
+            sink = self.storage.open_write(self.file_key)
+            self._sink = TeeSink(sink, self.spool) if self.spool is not None else sink
         elif filename is not None:
             self._skip = True  # a file under another name: read past it, keep nothing
 
@@ -160,9 +170,10 @@ class _Collector:
     def on_end(self) -> None:
         self.ended = True
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """Drop a file part still being written (an error came first)."""
         if self._sink is not None:
-            self._sink.close()
+            self._sink.abort()
             self._sink = None
 
 
@@ -186,25 +197,41 @@ def boundary_of(content_type: str | None) -> bytes:
 async def read_form(
     chunks: AsyncIterator[bytes],
     content_type: str | None,
-    storage: LocalStorage,
+    storage: Storage,
     file_key: str,
     max_file_bytes: int,
+    spool: Path | None = None,
 ) -> Form:
-    """Parse the body; on any error the partial file is removed and the error raised."""
-    collector = _Collector(storage, file_key, max_file_bytes)
+    """Parse the body, storing the file under `file_key` (and copying it to `spool` if given).
+    On any error the partial file (and the copy) is removed and the error raised."""
+    collector = _Collector(storage, file_key, max_file_bytes, spool)
     parser = MultipartParser(boundary_of(content_type), collector.callbacks())  # type: ignore[arg-type]
-    try:
-        async for chunk in chunks:
-            parser.write(chunk)
+
+    def finish() -> None:
         parser.finalize()
         if not collector.ended:
             raise InvalidRequest("the multipart/form-data body is truncated")
-    except MultipartParseError as exc:
-        collector.close()
-        storage.delete(file_key)
-        raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from exc
-    except BaseException:
-        collector.close()
-        storage.delete(file_key)
+
+    def clean_up() -> None:
+        collector.abort()
+        discard(storage, file_key)  # the file may have been committed before the error
+        if spool is not None:
+            spool.unlink(missing_ok=True)
+
+    try:
+        batch = bytearray()
+        async for chunk in chunks:
+            batch += chunk
+            if len(batch) >= BATCH_BYTES:
+                await anyio.to_thread.run_sync(parser.write, bytes(batch))
+                batch.clear()
+        if batch:
+            await anyio.to_thread.run_sync(parser.write, bytes(batch))
+        await anyio.to_thread.run_sync(finish)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(clean_up)
+        if isinstance(exc, MultipartParseError):
+            raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from exc
         raise
     return collector.form

@@ -14,6 +14,7 @@ from api.forms import Form
 from api.service import (
     SubmitOptions,
     TranscriptionSpec,
+    drop_audio,
     receive_upload,
     submit,
     wait_for_transcript,
@@ -107,7 +108,7 @@ async def transcribe(
         webhook = await webhook_of(form, state)
     except BaseException:
         assert form.file is not None
-        state.storage.delete(form.file.key)
+        await drop_audio(state, form.file.key)
         raise
     job, _ = await submit(
         state,

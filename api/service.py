@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -33,7 +34,11 @@ from core.languages import validate_language
 from core.model_registry import resolve_model
 from core.models import Job, JobStatus, new_id, utcnow
 from core.queues import enqueue
+from core.storage import StorageUnavailable, discard
+from core.storage import audio_key as key_for_job
 from core.transcript import Transcript
+
+log = logging.getLogger("stt.api")
 
 
 @dataclass(frozen=True)
@@ -116,33 +121,62 @@ class Submission:
     duration: float
 
 
+async def drop_audio(state: AppState, key: str) -> None:
+    """Delete stored audio off the event loop, even while the request is being cancelled;
+    a failure is logged and left to the reconciler's orphan sweep."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(discard, state.storage, key)
+
+
+def _storage_down(exc: StorageUnavailable) -> ServiceUnavailable:
+    log.warning("audio storage unavailable: %s", exc)
+    return ServiceUnavailable(
+        "audio storage is unavailable; try again shortly", headers={"Retry-After": "5"}
+    )
+
+
 async def receive_upload(
     request: Request[Any, Any, Any], state: AppState, raw: RawFormat | None
 ) -> tuple[str, Form, TranscriptionSpec, float]:
-    """Stream the body to storage, validate it, and probe the audio."""
+    """Stream the body to storage, validate it, and probe the audio.
+
+    The probe needs a local file. A local backend has one; with an object store the upload
+    is also written to a scratch file (the spool) as it streams, probed there, and removed.
+    A refused upload leaves nothing in storage."""
     job_id = new_id()
-    audio_key = f"{job_id[:2]}/{job_id}"
-    form = await read_form(
-        request.stream(),
-        request.headers.get("content-type"),
-        state.storage,
-        audio_key,
-        state.settings.max_upload_bytes,
-    )
+    key = key_for_job(job_id)
+    storage = state.storage
+    local = storage.local_path(key)
+    spool = None if local is not None else state.settings.scratch_dir / f"upload-{job_id}.part"
     try:
-        spec = parse_spec(form, state, raw)
-        duration = await anyio.to_thread.run_sync(
-            probe_duration, state.storage.path(audio_key), raw
-        )
-        if duration > state.settings.max_audio_seconds:
-            raise PayloadTooLarge(
-                f"the audio lasts {duration:.0f} s; the limit is "
-                f"{state.settings.max_audio_seconds:.0f} s",
-                param="file",
+        try:
+            form = await read_form(
+                request.stream(),
+                request.headers.get("content-type"),
+                storage,
+                key,
+                state.settings.max_upload_bytes,
+                spool,
             )
-    except BaseException:
-        state.storage.delete(audio_key)
-        raise
+        except StorageUnavailable as exc:
+            raise _storage_down(exc) from exc
+        try:
+            spec = parse_spec(form, state, raw)
+            probe_path = spool or local
+            assert probe_path is not None
+            duration = await anyio.to_thread.run_sync(probe_duration, probe_path, raw)
+            if duration > state.settings.max_audio_seconds:
+                raise PayloadTooLarge(
+                    f"the audio lasts {duration:.0f} s; the limit is "
+                    f"{state.settings.max_audio_seconds:.0f} s",
+                    param="file",
+                )
+        except BaseException:
+            await drop_audio(state, key)
+            raise
+    finally:
+        if spool is not None:
+            spool.unlink(missing_ok=True)
     return job_id, form, spec, duration
 
 
@@ -230,7 +264,7 @@ async def submit(
         if opts.idempotency_key and digest:
             earlier = await _existing(state, tenant, opts.idempotency_key)
             if earlier is not None:
-                state.storage.delete(audio_key)
+                await drop_audio(state, audio_key)
                 return _same_or_conflict(earlier, digest), False
         await _admit(state, tenant)
         now = utcnow()
@@ -267,17 +301,17 @@ async def submit(
             earlier = await _existing(state, tenant, opts.idempotency_key or "")
             if earlier is None or digest is None:
                 raise
-            state.storage.delete(audio_key)
+            await drop_audio(state, audio_key)
             return _same_or_conflict(earlier, digest), False
     except BaseException:
-        state.storage.delete(audio_key)
+        await drop_audio(state, audio_key)
         raise
     try:
         await anyio.to_thread.run_sync(enqueue, state.celery, job_id, opts.queue)
     except (BrokerError, OSError) as exc:
         async with state.sessions() as session, session.begin():
             await session.execute(delete(Job).where(Job.id == job_id))
-        state.storage.delete(audio_key)
+        await drop_audio(state, audio_key)
         raise ServiceUnavailable(
             "the job queue is unavailable; try again shortly", headers={"Retry-After": "5"}
         ) from exc

@@ -12,7 +12,7 @@ from api.observe import HttpMetrics
 from api.ratelimit import RateLimiter
 from api.waiter import JobWaiter
 from core.settings import Settings
-from core.storage import LocalStorage
+from core.storage import Storage
 
 
 @dataclass
@@ -20,7 +20,7 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
-    storage: LocalStorage
+    storage: Storage
     celery: Celery
     waiter: JobWaiter
     limiter: RateLimiter

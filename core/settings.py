@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core.errors import ConfigError
 
@@ -28,6 +30,8 @@ class Settings:
     database_url: str
     broker_url: str
     redis_url: str | None
+    scratch_dir: Path
+    """Per-machine scratch space: uploads being probed, audio fetched from an object store."""
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
@@ -61,6 +65,10 @@ class Settings:
     audio_retention_s: float = 0.0
     transcript_retention_s: float = 30 * 24 * 3600.0
     log_format: str = "json"
+    storage_url: str | None = None
+    """None: `audio_dir`; else `file:///dir` or `s3://bucket/prefix` (see core.storage)."""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
 
     @property
     def audio_dir(self) -> Path:
@@ -133,6 +141,34 @@ def _aliases(raw: str | None) -> dict[str, str]:
     return parsed
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _storage_url(raw: str | None) -> str | None:
+    """`STT_STORAGE_URL`, checked and normalised (`s3://bucket/prefix`, no trailing slash)."""
+    if not raw or not raw.strip():
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"STT_STORAGE_URL must be file:///absolute/dir, got {raw!r}")
+        return f"file://{parts.path.rstrip('/') or '/'}"
+    if parts.scheme == "s3":
+        if not _BUCKET.match(parts.netloc):
+            raise ConfigError(
+                f"STT_STORAGE_URL must name a valid bucket: s3://bucket/prefix, got {raw!r}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError("STT_STORAGE_URL takes no query or fragment")
+        prefix = parts.path.strip("/")
+        if prefix and not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*", prefix
+        ):
+            raise ConfigError(f"STT_STORAGE_URL has an unusable prefix {prefix!r}")
+        return f"s3://{parts.netloc}/{prefix}".rstrip("/")
+    raise ConfigError(f"STT_STORAGE_URL must be file:///dir or s3://bucket/prefix, got {raw!r}")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -145,6 +181,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         database_url=database_url,
         broker_url=broker_url,
         redis_url=redis_url,
+        scratch_dir=Path(env.get("STT_SCRATCH_DIR") or data_dir / "scratch").resolve(),
         host=env.get("HOST") or "127.0.0.1",
         port=int(_num(env, "PORT", 8000, int)),
         api_key=env.get("STT_API_KEY") or None,
@@ -182,4 +219,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             _num(env, "STT_TRANSCRIPT_RETENTION_S", 30 * 24 * 3600.0, float)
         ),
         log_format=_choice(env, "STT_LOG_FORMAT", "json", ("json", "text")),
+        storage_url=_storage_url(env.get("STT_STORAGE_URL")),
+        # Region and credentials come from the usual AWS variables (boto3 reads the keys).
+        s3_endpoint_url=env.get("STT_S3_ENDPOINT_URL")
+        or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
+        or None,
+        s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
     )

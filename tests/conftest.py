@@ -13,7 +13,14 @@ import psycopg
 import pytest
 import redis
 
-from tests.support import LiveService, corpus_dir, start_service, stop_service_proc, wait_for_worker
+from tests.support import (
+    LiveService,
+    MotoServer,
+    corpus_dir,
+    start_service,
+    stop_service_proc,
+    wait_for_worker,
+)
 
 PG_ADMIN = os.environ.get("STT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("STT_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -58,6 +65,14 @@ def pg_url() -> Iterator[str]:
     _drop_database(name)
 
 
+@pytest.fixture(scope="module")
+def module_pg_url() -> Iterator[str]:
+    """A fresh Postgres database shared by one module's tests."""
+    name = _create_database()
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    _drop_database(name)
+
+
 @pytest.fixture(scope="session")
 def session_pg_url() -> Iterator[str]:
     name = _create_database()
@@ -96,11 +111,27 @@ def redis_url() -> Iterator[str]:
     _release_redis_db(url, handle)
 
 
+@pytest.fixture(scope="module")
+def module_redis_url() -> Iterator[str]:
+    url, handle = _claim_redis_db()
+    yield url
+    _release_redis_db(url, handle)
+
+
 @pytest.fixture(scope="session")
 def session_redis_url() -> Iterator[str]:
     url, handle = _claim_redis_db()
     yield url
     _release_redis_db(url, handle)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """An S3-compatible server on loopback, shared by the tests (each makes its own bucket)."""
+    server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,12 @@ import sys
 import threading
 import time
 import unicodedata
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jiwer
@@ -327,3 +329,92 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
     proc.wait(timeout=60)
+
+
+class MotoServer:
+    """moto's standalone S3-compatible HTTP server on a free loopback port: the S3 backend
+    is tested over real HTTP, not through an in-process patch."""
+
+    ACCESS_KEY = "stt-test-access-key"
+    SECRET_KEY = "stt-test-secret-key"
+    REGION = "us-east-1"
+
+    def __init__(self, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._client: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach it (and nothing from the developer's AWS setup)."""
+        return {
+            "STT_S3_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": self.SECRET_KEY,
+            "AWS_REGION": self.REGION,
+            "AWS_DEFAULT_REGION": self.REGION,
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=self.log_path.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/moto-api/", timeout=1).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("moto server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.url,
+                region_name=self.REGION,
+                aws_access_key_id=self.ACCESS_KEY,
+                aws_secret_access_key=self.SECRET_KEY,
+            )
+        return self._client
+
+    def create_bucket(self) -> str:
+        name = f"stt-test-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def objects(self, bucket: str) -> list[str]:
+        """Every object key in the bucket."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def uploads(self, bucket: str) -> list[str]:
+        """Keys of multipart uploads begun and neither completed nor aborted."""
+        found = self.client().list_multipart_uploads(Bucket=bucket)
+        return [upload["Key"] for upload in found.get("Uploads", [])]

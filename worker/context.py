@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory
 from core.settings import Settings
-from core.storage import LocalStorage
+from core.storage import Storage, make_storage
 from worker.engine import EngineConfig
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ class WorkerContext:
         return self.redis
 
     @cached_property
-    def storage(self) -> LocalStorage:
-        return LocalStorage(self.settings.audio_dir)
+    def storage(self) -> Storage:
+        return make_storage(self.settings)
 
     @cached_property
     def engine_config(self) -> EngineConfig:

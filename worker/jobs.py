@@ -16,6 +16,7 @@ from core.logs import job_id_var
 from core.models import Job, JobStatus, utcnow
 from core.notify import JOB_EVENTS_CHANNEL
 from core.queues import enqueue_webhook
+from core.storage import discard
 from worker.context import WorkerContext
 from worker.engine import Cancelled, TranscribeOptions, load_model, transcribe
 
@@ -116,7 +117,7 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
     if row is None:
         return
     if row.audio_key and ctx.settings.audio_retention_s <= 0:
-        ctx.storage.delete(row.audio_key)
+        discard(ctx.storage, row.audio_key)  # never keeps the end from being announced
     announce(ctx, job_id)
     if row.webhook_url:
         enqueue_webhook(ctx.app, job_id)
@@ -218,7 +219,9 @@ def _run_job(ctx: WorkerContext, job_id: str) -> None:
     if claim is None:
         return
     try:
-        audio = decode(ctx.storage.path(claim.audio_key), raw_of(claim.options))
+        # An object store's audio is streamed to this machine's scratch dir for the decode.
+        with ctx.storage.local_copy(claim.audio_key) as path:
+            audio = decode(path, raw_of(claim.options))
     except UnsupportedMedia as exc:
         finish(
             ctx,

@@ -5,13 +5,20 @@ Two kinds of loss: a job `running` whose heartbeat went stale (its worker died, 
 was flushed). The sweep runs on a timer thread in every worker's main process, guarded by a
 short Redis lock so that one sweep runs at a time: nothing extra to deploy, and wherever
 work can be done, lost work is found.
+
+Every few minutes the sweep also removes stored audio that no queued or running job needs:
+an upload whose API process died before its job row was written, a delete that failed
+while storage was down, an object-store upload that was begun and never completed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 
 from celery import Celery
@@ -19,10 +26,15 @@ from sqlalchemy import delete, select, update
 
 from core.models import Job, JobStatus, WorkerSeen, utcnow
 from core.queues import ALL_QUEUES, enqueue
+from core.storage import discard, is_audio_key
 from worker.context import WorkerContext
 
 log = logging.getLogger("stt.reconciler")
 LOCK_KEY = "stt:reconciler-lock"
+STORAGE_LOCK_KEY = "stt:storage-sweep-lock"
+STORAGE_SWEEP_EVERY_S = 600.0
+ORPHAN_GRACE_S = 3600.0
+"""Stored audio younger than this is left alone: its upload may still be being probed."""
 
 
 def _text(value: bytes | str) -> str:
@@ -131,13 +143,40 @@ def purge(ctx: WorkerContext) -> int:
             )
     for _, key in [*old, *stale_audio]:
         if key:
-            ctx.storage.delete(key)
+            discard(ctx.storage, key)
     if old:
         log.info("retention: removed %d ended jobs", len(old))
     return len(old)
 
 
-def _sweep_once(ctx: WorkerContext, app: Celery, interval: float) -> None:
+def _batched(items: Iterable[str], size: int) -> Iterator[tuple[str, ...]]:
+    it = iter(items)
+    while batch := tuple(islice(it, size)):
+        yield batch
+
+
+def sweep_storage(ctx: WorkerContext, grace_s: float = ORPHAN_GRACE_S) -> int:
+    """Delete stored audio older than `grace_s` that no job names (jobs keep it while they
+    run, or while STT_AUDIO_RETENTION_S keeps it after), and abandoned partial writes;
+    returns how many were removed."""
+    before = time.time() - grace_s
+    storage = ctx.storage
+    removed = storage.sweep_incomplete(before)
+    candidates = (key for key in storage.keys_older_than(before) if is_audio_key(key))
+    for batch in _batched(candidates, 500):
+        with ctx.db()() as session:
+            live = set(
+                session.execute(select(Job.audio_key).where(Job.audio_key.in_(batch))).scalars()
+            )
+        for key in batch:
+            if key not in live:
+                storage.delete(key)
+                removed += 1
+                log.info("removed stored audio %s: no job needs it", key)
+    return removed
+
+
+def _sweep_once(ctx: WorkerContext, app: Celery, interval: float, last: list[float]) -> None:
     mark_seen(ctx)
     client = ctx.redis_client()
     if client is not None and not client.set(
@@ -146,16 +185,30 @@ def _sweep_once(ctx: WorkerContext, app: Celery, interval: float) -> None:
         return
     reconcile(ctx, app)
     purge(ctx)
+    # Storage is swept far less often: once per STORAGE_SWEEP_EVERY_S across all workers.
+    if client is not None:
+        due = bool(
+            client.set(STORAGE_LOCK_KEY, ctx.worker_name, nx=True, ex=int(STORAGE_SWEEP_EVERY_S))
+        )
+    else:
+        due = time.monotonic() - last[0] >= STORAGE_SWEEP_EVERY_S
+    if due:
+        last[0] = time.monotonic()
+        try:
+            sweep_storage(ctx)
+        except Exception:
+            log.warning("storage sweep failed; will try again", exc_info=True)
 
 
 def start_reconciler(ctx: WorkerContext, app: Celery, interval: float) -> threading.Event:
     """Sweep now and every `interval` seconds on a daemon thread; set the event to stop."""
     stop = threading.Event()
+    last = [-STORAGE_SWEEP_EVERY_S]
 
     def loop() -> None:
         while True:
             try:
-                _sweep_once(ctx, app, interval)
+                _sweep_once(ctx, app, interval, last)
             except Exception:
                 log.warning("reconciler sweep failed; will try again", exc_info=True)
             if stop.wait(interval):

@@ -51,7 +51,7 @@ async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     except Exception:
         checks["database"] = False
     checks["broker"] = await anyio.to_thread.run_sync(_broker_ok, state)
-    checks["storage"] = state.storage.root.is_dir()
+    checks["storage"] = await anyio.to_thread.run_sync(state.storage.ready)
     checks["worker"] = await _worker_seen(state) if checks["database"] else False
     ok = all(checks.values())
     return Response(

@@ -15,7 +15,7 @@ from sqlalchemy import delete as sql_delete
 
 from api.auth import authenticate
 from api.respond import transcribe
-from api.service import query_raw_format
+from api.service import drop_audio, query_raw_format
 from api.state import AppState
 from core.errors import InvalidRequest, NotFound
 from core.jobview import job_json
@@ -144,7 +144,7 @@ async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response
         job = await _own_job(state, tenant, job_id)
         if changed:
             if job.audio_key:
-                state.storage.delete(job.audio_key)
+                await drop_audio(state, job.audio_key)
             await state.waiter.publish(job_id)
             if job.webhook_url:
                 await anyio.to_thread.run_sync(enqueue_webhook, state.celery, job_id)
@@ -152,5 +152,5 @@ async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response
     async with state.sessions() as session, session.begin():
         await session.execute(sql_delete(Job).where(Job.id == job_id, Job.tenant == tenant))
     if job.audio_key:
-        state.storage.delete(job.audio_key)
+        await drop_audio(state, job.audio_key)
     return Response(None, status_code=204)

@@ -40,9 +40,13 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
-APP_SERVICES = ("migrate", "api", "worker-gpu", "worker-cpu")
+S3_APIS = ("api-s3",)
+S3_WORKERS = ("worker-gpu-s3", "worker-cpu-s3")
+APP_SERVICES = ("migrate", "api", "worker-gpu", "worker-cpu", *S3_APIS, *S3_WORKERS)
 WORKERS = ("worker-gpu", "worker-cpu")
-HEALTHCHECKED = ("postgres", "redis", "api", *WORKERS)
+HEALTHCHECKED = ("postgres", "redis", "api", *WORKERS, "minio", *S3_APIS, *S3_WORKERS)
+AWS_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"}
+"""Read by boto3 itself (credentials) or by the settings (region)."""
 
 
 @pytest.fixture(scope="module")
@@ -89,20 +93,21 @@ def test_no_version_key(compose: dict[str, Any]) -> None:
 
 
 def test_every_service_exists(services: dict[str, dict[str, Any]]) -> None:
-    assert {"postgres", "redis", *APP_SERVICES} <= set(services)
+    assert {"postgres", "redis", "minio", "minio-init", *APP_SERVICES} <= set(services)
 
 
 def test_commands(services: dict[str, dict[str, Any]]) -> None:
     assert argv(services["migrate"]["command"]) == ["stt", "migrate"]
-    assert argv(services["api"]["command"]) == ["stt", "serve", "--workers", "0"]
-    for name in WORKERS:
+    for name in ("api", *S3_APIS):
+        assert argv(services[name]["command"]) == ["stt", "serve", "--workers", "0"], name
+    for name in (*WORKERS, *S3_WORKERS):
         assert argv(services[name]["command"]) == ["python", "-m", "worker"], name
 
 
 def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
     """Migrations run once Postgres is healthy; the API and workers start after them."""
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", *WORKERS):
+    for name in ("api", *WORKERS, *S3_APIS, *S3_WORKERS):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
@@ -162,11 +167,16 @@ def test_app_environments_load_as_settings(services: dict[str, dict[str, Any]]) 
     known = set(re.findall(r'"((?:STT_|DATABASE_|REDIS_)\w+|HOST|PORT)"', _settings_source()))
     for name in APP_SERVICES:
         env = environment(services[name])
-        unknown = {k for k in env if k not in known and k != "HF_HOME"}
+        unknown = {k for k in env if k not in known | AWS_VARIABLES and k != "HF_HOME"}
         assert not unknown, (name, unknown)
         settings = load_settings(env)  # a ConfigError here names the bad variable
         assert settings.data_dir == Path("/data")
         assert not settings.uses_embedded_broker, name  # Redis, shared by every container
+        if name in (*S3_APIS, *S3_WORKERS):
+            assert settings.storage_url == "s3://stt/audio", name
+            assert settings.s3_endpoint_url == "http://minio:9000", name
+        else:
+            assert settings.storage_url is None, name
 
 
 def _settings_source() -> str:
@@ -182,8 +192,10 @@ def test_audio_volume_is_shared(
         assert environment(services[name])["STT_DATA_DIR"] == "/data", name
 
 
-def test_gpu_worker(services: dict[str, dict[str, Any]]) -> None:
-    gpu = services["worker-gpu"]
+@pytest.mark.parametrize("name", ["worker-gpu", "worker-gpu-s3"])
+def test_gpu_worker(services: dict[str, dict[str, Any]], name: str) -> None:
+    gpu = services[name]
+    assert gpu["build"]["target"] == "gpu"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert len(devices) == 1
     device = devices[0]
@@ -193,7 +205,7 @@ def test_gpu_worker(services: dict[str, dict[str, Any]]) -> None:
     env = environment(gpu)
     assert env["STT_DEVICE"] == "cuda"
     assert env.get("STT_WORKER_CONCURRENCY", "1") == "1"  # one process (one model) per GPU
-    assert "profiles" not in gpu
+    assert gpu.get("profiles", []) == ([] if name == "worker-gpu" else ["s3"])
 
 
 def test_cpu_worker(services: dict[str, dict[str, Any]]) -> None:
@@ -203,6 +215,48 @@ def test_cpu_worker(services: dict[str, dict[str, Any]]) -> None:
     assert env["STT_DEVICE"] == "cpu"
     assert env["STT_COMPUTE_TYPE"] == "int8"
     assert "deploy" not in cpu
+
+
+def test_minio_and_its_bucket(services: dict[str, dict[str, Any]]) -> None:
+    minio, init = services["minio"], services["minio-init"]
+    assert minio["profiles"] == init["profiles"] == ["s3"]
+    assert argv(minio["command"])[:2] == ["server", "/data"]
+    assert "ports" not in minio  # reachable from the compose network alone, like Postgres
+    assert "mc ready local" in " ".join(argv(minio["healthcheck"]["test"]))
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert init["restart"] == "no"
+    script = " ".join(argv(init["command"]))
+    assert "mc mb --ignore-existing local/stt" in script
+    assert "http://minio:9000" in script
+    # The bucket made is the one the services store in, with MinIO's own credentials.
+    root = environment(minio)
+    for name in (*S3_APIS, *S3_WORKERS):
+        env = environment(services[name])
+        assert env["STT_STORAGE_URL"].startswith("s3://stt/"), name
+        assert env["AWS_ACCESS_KEY_ID"] == root["MINIO_ROOT_USER"], name
+        assert env["AWS_SECRET_ACCESS_KEY"] == root["MINIO_ROOT_PASSWORD"], name
+
+
+def test_s3_profile_shares_no_volume(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
+    """The multi-host layout: API and workers have Postgres, Redis and the bucket in common,
+    and no volume; each waits for the bucket."""
+    mounts: dict[str, set[str]] = {}
+    for name in (*S3_APIS, *S3_WORKERS):
+        service = services[name]
+        assert service["profiles"] == ["s3"], name
+        assert service["depends_on"]["minio-init"]["condition"] == (
+            "service_completed_successfully"
+        ), name
+        volumes = {v.partition(":")[0] for v in service.get("volumes", [])}
+        assert "audio" not in volumes, name
+        assert volumes <= set(compose["volumes"]), name
+        mounts[name] = volumes
+    assert mounts["api-s3"] == set()
+    for name, volumes in mounts.items():
+        others = set().union(*(v for other, v in mounts.items() if other != name))
+        assert not volumes & others, name
 
 
 def test_build_files_exist(services: dict[str, dict[str, Any]]) -> None:
@@ -261,6 +315,9 @@ def test_dockerfile() -> None:
     assert {".venv", "data", ".git"} <= ignored
 
 
+PROFILES = ("--profile", "cpu", "--profile", "s3")
+
+
 def _docker_compose_works() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -279,7 +336,7 @@ def _docker_compose_works() -> bool:
 def test_docker_compose_config() -> None:
     env = {**os.environ, "STT_API_KEY": "sk-stt-compose-check"}
     done = subprocess.run(
-        ["docker", "compose", "-f", str(COMPOSE), "--profile", "cpu", "config", "-q"],
+        [*("docker", "compose", "-f", str(COMPOSE)), *PROFILES, "config", "-q"],
         capture_output=True,
         text=True,
         env=env,

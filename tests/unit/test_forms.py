@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from api import forms
 from api.forms import MAX_FIELD_BYTES, MAX_PARTS, Form, read_form
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.storage import LocalStorage
@@ -279,7 +280,10 @@ def test_quoted_boundary_and_case(storage: LocalStorage) -> None:
     assert parse(multipart([("model", b"m")]), storage, content_type=ctype).get("model") == "m"
 
 
-def test_error_from_the_stream_removes_partial_file(storage: LocalStorage) -> None:
+def test_error_from_the_stream_removes_partial_file(
+    storage: LocalStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(forms, "BATCH_BYTES", 1000)  # the first batch reaches storage
     body = multipart([("file", b"q" * 4000, "a.wav", None)])
 
     async def failing() -> AsyncIterator[bytes]:
@@ -288,4 +292,33 @@ def test_error_from_the_stream_removes_partial_file(storage: LocalStorage) -> No
 
     with pytest.raises(ConnectionResetError):
         asyncio.run(read_form(failing(), CONTENT_TYPE, storage, KEY, 1 << 20))
+    assert files_under(storage) == []
+
+
+def test_a_file_larger_than_a_batch(storage: LocalStorage) -> None:
+    audio = os.urandom(3 * forms.BATCH_BYTES + 17)
+    form = parse(
+        multipart([("file", audio, "a.wav", None)]), storage, chunk=65536, max_file_bytes=1 << 30
+    )
+    assert form.file is not None and form.file.size == len(audio)
+    assert storage.path(KEY).read_bytes() == audio
+
+
+def test_spool_gets_a_copy_of_the_file(storage: LocalStorage, tmp_path: Path) -> None:
+    audio = os.urandom(5000)
+    spool = tmp_path / "scratch" / "upload.part"
+    body = multipart([("file", audio, "a.wav", None), ("model", b"m")])
+    asyncio.run(read_form(_chunks(body, 333), CONTENT_TYPE, storage, KEY, 1 << 20, spool))
+    assert spool.read_bytes() == audio
+    assert storage.path(KEY).read_bytes() == audio
+
+
+@pytest.mark.parametrize("cut", [500, 5200])
+def test_a_refused_body_leaves_no_spool(storage: LocalStorage, tmp_path: Path, cut: int) -> None:
+    """Cut inside the file, or after it (when both copies were already complete)."""
+    spool = tmp_path / "upload.part"
+    body = multipart([("file", os.urandom(5000), "a.wav", None), ("model", b"m")])
+    with pytest.raises(InvalidRequest):
+        asyncio.run(read_form(_chunks(body[:cut], 100), CONTENT_TYPE, storage, KEY, 1 << 20, spool))
+    assert not spool.exists()
     assert files_under(storage) == []

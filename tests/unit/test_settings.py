@@ -8,6 +8,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import DEFAULT_MODEL, load_settings
+from core.storage import PART_SIZE, S3Storage, make_storage
 
 
 def test_defaults_use_sqlite_and_filesystem_broker(tmp_path: Path) -> None:
@@ -158,3 +159,75 @@ def test_bad_model_aliases_raise(raw: str) -> None:
 
 def test_empty_model_aliases_is_none() -> None:
     assert load_settings({"STT_MODEL_ALIASES": ""}).model_aliases == {}
+
+
+def test_storage_defaults_to_the_local_audio_dir(tmp_path: Path) -> None:
+    s = load_settings({"STT_DATA_DIR": str(tmp_path)})
+    assert s.storage_url is None
+    assert s.scratch_dir == s.data_dir / "scratch"
+    assert s.s3_endpoint_url is None and s.s3_region is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalised"),
+    [
+        ("s3://stt/audio", "s3://stt/audio"),
+        ("s3://stt/audio/", "s3://stt/audio"),
+        ("s3://my.bucket-1", "s3://my.bucket-1"),
+        ("s3://stt/a/b", "s3://stt/a/b"),
+        ("file:///srv/audio/", "file:///srv/audio"),
+        ("", None),
+    ],
+)
+def test_storage_url(tmp_path: Path, raw: str, normalised: str | None) -> None:
+    s = load_settings({"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": raw})
+    assert s.storage_url == normalised
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "s3://",
+        "s3://Bad_Bucket/x",
+        "s3://b/x",
+        "s3://stt/../x",
+        "s3://stt/a//b",
+        "s3://stt/x?versionId=1",
+        "file://relative/dir",
+        "gs://stt/audio",
+        "/srv/audio",
+    ],
+)
+def test_unusable_storage_urls_are_refused(tmp_path: Path, raw: str) -> None:
+    with pytest.raises(ConfigError, match="STT_STORAGE_URL"):
+        load_settings({"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": raw})
+
+
+def test_s3_endpoint_region_and_scratch(tmp_path: Path) -> None:
+    base = {"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": "s3://stt/audio"}
+    s = load_settings(
+        {**base, "AWS_ENDPOINT_URL": "http://aws-wide:9000", "AWS_DEFAULT_REGION": "eu-west-1"}
+    )
+    assert (s.s3_endpoint_url, s.s3_region) == ("http://aws-wide:9000", "eu-west-1")
+    s = load_settings(
+        {
+            **base,
+            "AWS_ENDPOINT_URL": "http://aws-wide:9000",
+            "STT_S3_ENDPOINT_URL": "http://minio:9000",
+            "AWS_REGION": "auto",
+            "AWS_DEFAULT_REGION": "eu-west-1",
+            "STT_SCRATCH_DIR": str(tmp_path / "fast-disk"),
+        }
+    )
+    assert (s.s3_endpoint_url, s.s3_region) == ("http://minio:9000", "auto")
+    assert s.scratch_dir == (tmp_path / "fast-disk").resolve()
+
+
+def test_s3_parts_grow_with_the_upload_limit(tmp_path: Path) -> None:
+    base = {"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": "s3://stt/audio"}
+    storage = make_storage(load_settings(base))
+    assert isinstance(storage, S3Storage)
+    assert (storage.bucket, storage.prefix, storage.part_size) == ("stt", "audio", PART_SIZE)
+    huge = make_storage(load_settings({**base, "STT_MAX_UPLOAD_BYTES": str(200 * 1024**3)}))
+    assert isinstance(huge, S3Storage)
+    assert huge.part_size * 10_000 >= 200 * 1024**3
