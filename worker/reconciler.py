@@ -22,7 +22,7 @@ from itertools import islice
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, or_, select, update
 
 from core.models import Job, JobStatus, WorkerSeen, utcnow
 from core.queues import ALL_QUEUES, enqueue
@@ -156,17 +156,24 @@ def _batched(items: Iterable[str], size: int) -> Iterator[tuple[str, ...]]:
 
 
 def sweep_storage(ctx: WorkerContext, grace_s: float = ORPHAN_GRACE_S) -> int:
-    """Delete stored audio older than `grace_s` that no job names (jobs keep it while they
-    run, or while STT_AUDIO_RETENTION_S keeps it after), and abandoned partial writes;
-    returns how many were removed."""
+    """Delete stored audio older than `grace_s` that no job needs (a queued or running job,
+    or an ended one while STT_AUDIO_RETENTION_S keeps its audio), and abandoned partial
+    writes; returns how many were removed."""
     before = time.time() - grace_s
     storage = ctx.storage
     removed = storage.sweep_incomplete(before)
     candidates = (key for key in storage.keys_older_than(before) if is_audio_key(key))
+    pending = (JobStatus.queued.value, JobStatus.running.value)
+    needed: ColumnElement[bool] = Job.status.in_(pending)
+    if ctx.settings.audio_retention_s > 0:
+        kept_since = utcnow() - timedelta(seconds=ctx.settings.audio_retention_s)
+        needed = or_(needed, Job.completed_at >= kept_since)
     for batch in _batched(candidates, 500):
         with ctx.db()() as session:
             live = set(
-                session.execute(select(Job.audio_key).where(Job.audio_key.in_(batch))).scalars()
+                session.execute(
+                    select(Job.audio_key).where(Job.audio_key.in_(batch), needed)
+                ).scalars()
             )
         for key in batch:
             if key not in live:

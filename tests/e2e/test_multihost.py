@@ -84,7 +84,7 @@ def post_file(api: LiveService, name: str, data: bytes, fields: dict[str, str]) 
 def test_refused_uploads_leave_nothing_in_the_object_store(hosts: Hosts) -> None:
     api = hosts.api
     ready = httpx.get(f"{api.url}/health/ready", timeout=10)
-    assert ready.status_code == 200 and ready.json()["checks"]["storage"] is True
+    assert ready.json()["checks"]["storage"] is True  # no worker yet, so not ready overall
     form = {"model": "ink-whisper"}
     # Not audio: stored (in one PUT, or in parts), probed, refused, deleted.
     for size in (4096, 8 * MiB + 4096):

@@ -284,3 +284,29 @@ def test_api_drains_in_flight_requests_on_sigterm(
         assert result["r"].status_code == 200 and result["r"].json()["text"]
     finally:
         stop_service_proc(svc.proc)
+
+
+def test_an_oversized_upload_is_refused_before_its_body_is_read(service: LiveService) -> None:
+    """A declared Content-Length over the limit gets 413 with not one body byte sent."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(service.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                f"POST /stt HTTP/1.1\r\nHost: {parts.hostname}\r\n"
+                f"Authorization: Bearer {TEST_KEY}\r\n"
+                "Content-Type: multipart/form-data; boundary=b\r\n"
+                f"Content-Length: {50 * 1024**3}\r\n\r\n"
+            ).encode()
+        )
+        head = ""
+        while "}" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            head += chunk.decode("latin-1")
+    assert head.startswith("HTTP/1.1 413")
+    body = json.loads(head.split("\r\n\r\n", 1)[1])
+    assert body["error_code"] == "payload_too_large"
