@@ -33,24 +33,27 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def sync_url(url: str) -> str:
-    """The URL with the sync driver this project ships (psycopg 3 for Postgres)."""
+_DRIVERS = {
+    False: {"postgresql": "postgresql+psycopg", "sqlite": "sqlite"},
+    True: {"postgresql": "postgresql+psycopg", "sqlite": "sqlite+aiosqlite"},
+}
+"""The drivers this project ships: psycopg 3 (sync and async), sqlite3 and aiosqlite."""
+
+
+def _with_driver(url: str, *, asynchronous: bool) -> str:
     parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    elif parsed.get_backend_name() == "sqlite":
-        parsed = parsed.set(drivername="sqlite")
+    driver = _DRIVERS[asynchronous].get(parsed.get_backend_name())
+    if driver is not None:
+        parsed = parsed.set(drivername=driver)
     return parsed.render_as_string(hide_password=False)
+
+
+def sync_url(url: str) -> str:
+    return _with_driver(url, asynchronous=False)
 
 
 def async_url(url: str) -> str:
-    """The URL with the async driver this project ships (psycopg 3 / aiosqlite)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    elif parsed.get_backend_name() == "sqlite":
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
-    return parsed.render_as_string(hide_password=False)
+    return _with_driver(url, asynchronous=True)
 
 
 def _is_sqlite(url: str) -> bool:
