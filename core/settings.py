@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,13 @@ class Settings:
     max_queued_per_tenant: int = 1000
     max_queued_total: int = 10000
     max_wait_s: float = 60.0
+    hallucination_guard: bool = True
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    subtitle_max_line_chars: int = 42
+    subtitle_max_lines: int = 2
+    subtitle_max_cue_s: float = 6.0
 
     @property
     def audio_dir(self) -> Path:
@@ -103,6 +111,15 @@ def _num(env: Mapping[str, str], name: str, default: float, kind: type[int] | ty
         return kind(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+def _positive(
+    env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]
+) -> float:
+    value = _num(env, name, default, kind)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {env.get(name)!r}")
+    return value
 
 
 def _aliases(raw: str | None) -> dict[str, str]:
@@ -162,4 +179,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_queued_per_tenant=int(_num(env, "STT_MAX_QUEUED_PER_TENANT", 1000, int)),
         max_queued_total=int(_num(env, "STT_MAX_QUEUED_TOTAL", 10000, int)),
         max_wait_s=float(_num(env, "STT_MAX_WAIT_S", 60.0, float)),
+        hallucination_guard=_bool(env, "STT_HALLUCINATION_GUARD", True),
+        no_speech_threshold=float(_num(env, "STT_NO_SPEECH_THRESHOLD", 0.6, float)),
+        logprob_threshold=float(_num(env, "STT_LOGPROB_THRESHOLD", -1.0, float)),
+        compression_ratio_threshold=float(_num(env, "STT_COMPRESSION_RATIO_THRESHOLD", 2.4, float)),
+        subtitle_max_line_chars=int(_positive(env, "STT_SUBTITLE_MAX_LINE_CHARS", 42, int)),
+        subtitle_max_lines=int(_positive(env, "STT_SUBTITLE_MAX_LINES", 2, int)),
+        subtitle_max_cue_s=_positive(env, "STT_SUBTITLE_MAX_CUE_S", 6.0, float),
     )

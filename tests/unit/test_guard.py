@@ -1,0 +1,215 @@
+"""The hallucination guard (`worker.engine`) and the transcription options a job asks for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+
+from core.transcript import Segment, Transcript
+from worker.engine import (
+    EngineConfig,
+    GuardConfig,
+    TranscribeOptions,
+    hallucination,
+    speech_spans,
+    transcribe,
+)
+from worker.jobs import Claim, transcribe_options
+
+GUARD = GuardConfig()
+
+
+def seg(
+    start: float = 0.0,
+    end: float = 2.0,
+    *,
+    no_speech: float = 0.01,
+    logprob: float = -0.3,
+    ratio: float = 1.4,
+    text: str = "Hello.",
+) -> Segment:
+    return Segment(
+        id=0,
+        start=start,
+        end=end,
+        text=text,
+        avg_logprob=logprob,
+        compression_ratio=ratio,
+        no_speech_prob=no_speech,
+    )
+
+
+@pytest.mark.parametrize(
+    ("segment", "reason"),
+    [
+        (seg(), None),
+        # Whisper's own rule: silence is likely AND the text is improbable.
+        (seg(no_speech=0.9, logprob=-1.2), "no speech"),
+        (seg(no_speech=0.9, logprob=-0.5), None),  # confident text despite the no-speech prob
+        (seg(no_speech=0.5, logprob=-1.5), None),  # improbable, but speech was heard
+        (seg(no_speech=0.61, logprob=-1.01), "no speech"),
+        (seg(no_speech=0.6, logprob=-1.5), None),  # thresholds are exclusive, as in Whisper
+        (seg(ratio=2.41), "repetitive"),
+        (seg(ratio=2.4), None),
+    ],
+)
+def test_rules(segment: Segment, reason: str | None) -> None:
+    assert hallucination(segment, GUARD, None) == reason
+
+
+def test_vad_spans() -> None:
+    speech = [(1.0, 3.0), (10.0, 12.0)]
+    assert hallucination(seg(0.0, 1.5), GUARD, speech) is None
+    assert hallucination(seg(2.5, 11.0), GUARD, speech) is None
+    assert hallucination(seg(4.0, 9.5), GUARD, speech) == "outside speech"
+    assert hallucination(seg(3.0, 10.0), GUARD, speech) == "outside speech"  # touching only
+    assert hallucination(seg(4.0, 9.5), GUARD, []) == "outside speech"
+
+
+def test_disabled_guard_keeps_everything() -> None:
+    off = GuardConfig(enabled=False)
+    assert hallucination(seg(no_speech=0.99, logprob=-3, ratio=9), off, []) is None
+
+
+def test_thresholds_are_settings() -> None:
+    strict = GuardConfig(no_speech_threshold=0.2, logprob_threshold=-0.2)
+    assert hallucination(seg(no_speech=0.3, logprob=-0.3), strict, None) == "no speech"
+
+
+def test_speech_spans_of_silence_is_empty() -> None:
+    assert speech_spans(np.zeros(16000 * 3, dtype=np.float32)) == []
+
+
+# --- the engine loop, with a stand-in for the model -------------------------------------
+
+
+@dataclass
+class FakeSegment:
+    start: float
+    end: float
+    text: str
+    avg_logprob: float = -0.2
+    compression_ratio: float = 1.3
+    no_speech_prob: float = 0.01
+    temperature: float = 0.0
+    tokens: list[int] = field(default_factory=lambda: [1, 2])
+    words: list[Any] | None = None
+
+
+@dataclass
+class FakeInfo:
+    language: str = "en"
+    language_probability: float = 0.99
+
+
+class FakeModel:
+    def __init__(self, segments: list[FakeSegment]) -> None:
+        self.segments = segments
+        self.kwargs: dict[str, Any] = {}
+
+    def transcribe(self, audio: Any, **kwargs: Any) -> tuple[Any, FakeInfo]:
+        self.kwargs = kwargs
+        return iter(self.segments), FakeInfo()
+
+
+def run(segments: list[FakeSegment], config: EngineConfig | None = None) -> tuple[Transcript, Any]:
+    model = FakeModel(segments)
+    progress: list[tuple[float, str]] = []
+    audio = np.zeros(16000 * 10, dtype=np.float32)
+    t = transcribe(
+        model,  # type: ignore[arg-type]
+        audio,
+        TranscribeOptions(),
+        config or EngineConfig(),
+        on_progress=lambda done, text: progress.append((done, text)),
+    )
+    return t, (model, progress)
+
+
+def test_invented_segments_are_dropped_and_counted() -> None:
+    t, (model, progress) = run(
+        [
+            FakeSegment(0.0, 2.0, " Hello there."),
+            FakeSegment(2.0, 4.0, " Thank you.", no_speech_prob=0.95, avg_logprob=-1.3),
+            FakeSegment(4.0, 6.0, " la la la la", compression_ratio=3.1),
+            FakeSegment(6.0, 8.0, " Goodbye."),
+        ]
+    )
+    assert t.text == "Hello there. Goodbye."
+    assert [s.text for s in t.segments] == ["Hello there.", "Goodbye."]
+    assert [s.id for s in t.segments] == [0, 1]  # numbered as OpenAI numbers them
+    assert t.dropped_segments == 2
+    assert Transcript.from_dict(t.to_dict()).dropped_segments == 2
+    # Progress moves on over dropped segments, and their text never appears.
+    assert progress == [
+        (2.0, "Hello there."),
+        (4.0, "Hello there."),
+        (6.0, "Hello there."),
+        (8.0, "Hello there. Goodbye."),
+    ]
+    # Whisper's own window-level checks use the same thresholds.
+    assert model.kwargs["no_speech_threshold"] == 0.6
+    assert model.kwargs["log_prob_threshold"] == -1.0
+    assert model.kwargs["compression_ratio_threshold"] == 2.4
+
+
+def test_only_invented_segments_give_empty_text() -> None:
+    t, _ = run([FakeSegment(0.0, 5.0, " Thank you.", no_speech_prob=0.9, avg_logprob=-1.5)])
+    assert (t.text, t.segments, t.dropped_segments) == ("", [], 1)
+
+
+def test_without_the_vad_filter_the_guard_runs_vad_itself() -> None:
+    """All-zero audio has no speech, so every segment falls outside it."""
+    t, (model, _) = run(
+        [FakeSegment(0.0, 3.0, " You.")], EngineConfig(vad_filter=False, guard=GuardConfig())
+    )
+    assert model.kwargs["vad_filter"] is False
+    assert (t.text, t.dropped_segments) == ("", 1)
+
+
+def test_guard_off() -> None:
+    t, _ = run(
+        [FakeSegment(0.0, 3.0, " You.", no_speech_prob=0.99, avg_logprob=-2.0)],
+        EngineConfig(vad_filter=False, guard=GuardConfig(enabled=False)),
+    )
+    assert (t.text, t.dropped_segments) == ("You.", 0)
+
+
+def test_old_results_have_no_count() -> None:
+    t = Transcript.from_dict({"text": "", "language": "en", "duration": 1.0})
+    assert t.dropped_segments == 0
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def claim(**options: Any) -> Claim:
+    return Claim("j", "bundled:base", None, options, "a/b")
+
+
+LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "expected"),
+    [(None, LADDER), (0, LADDER), (0.0, LADDER), (0.4, (0.4,)), (1.0, (1.0,))],
+)
+def test_temperature(temperature: float | None, expected: tuple[float, ...]) -> None:
+    """OpenAI: at 0 (the default) the temperature is raised step by step when the output
+    fails the log-probability or compression checks; another value is used as it is."""
+    options = {} if temperature is None else {"temperature": temperature}
+    assert transcribe_options(claim(**options)).temperature == expected
+
+
+def test_task_prompt_and_words() -> None:
+    opts = transcribe_options(
+        claim(task="translate", prompt="Glossary: Kubernetes.", word_timestamps=True)
+    )
+    assert opts.task == "translate"
+    assert opts.initial_prompt == "Glossary: Kubernetes."
+    assert opts.word_timestamps is True
+    plain = transcribe_options(claim())
+    assert (plain.task, plain.initial_prompt, plain.word_timestamps) == ("transcribe", None, False)
