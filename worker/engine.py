@@ -33,6 +33,9 @@ class GuardConfig:
     no_speech_threshold: float = 0.6
     logprob_threshold: float = -1.0
     compression_ratio_threshold: float = 2.4
+    past_end_s: float = 1.0
+    """A segment ending this far past the end of the audio was decoded from the padding
+    of Whisper's last 30 s window, not from speech."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,13 @@ def speech_spans(audio: Audio) -> list[Span]:
 
 
 def hallucination(
-    segment: Segment, guard: GuardConfig, speech: Sequence[Span] | None
+    segment: Segment,
+    guard: GuardConfig,
+    speech: Sequence[Span] | None,
+    duration: float | None = None,
 ) -> str | None:
     """Why `segment` looks invented, or None to keep it. `speech` (VAD spans) is checked
-    only when given: with the VAD filter on, Whisper never sees the non-speech anyway."""
+    only when given: with the VAD filter on, Whisper never hears the non-speech anyway."""
     if not guard.enabled:
         return None
     if (
@@ -115,6 +121,8 @@ def hallucination(
         return "no speech"
     if segment.compression_ratio > guard.compression_ratio_threshold:
         return "repetitive"
+    if duration is not None and segment.end > duration + guard.past_end_s:
+        return "past the end"
     if speech is not None and not any(
         start < segment.end and segment.start < end for start, end in speech
     ):
@@ -176,7 +184,7 @@ def transcribe(
             tokens=[int(t) for t in seg.tokens],
             words=words,
         )
-        reason = hallucination(segment, guard, speech)
+        reason = hallucination(segment, guard, speech, duration)
         if reason is None:
             segments.append(segment)
             texts.append(seg.text)

@@ -69,6 +69,15 @@ def test_vad_spans() -> None:
     assert hallucination(seg(4.0, 9.5), GUARD, []) == "outside speech"
 
 
+def test_segments_past_the_end_of_the_audio() -> None:
+    """Whisper looping in the padding of its last window: seen on a LibriVox sonnet, whose
+    53.3 s ended in "thy own bud-barriest thy foe, to thy own…" timed 51.9 to 61.9 s."""
+    looped = seg(51.94, 61.94, no_speech=0.89, logprob=-0.44, ratio=2.11)
+    assert hallucination(looped, GUARD, None) is None  # Whisper's own rules let it through
+    assert hallucination(looped, GUARD, None, duration=53.27) == "past the end"
+    assert hallucination(seg(50.0, 54.2), GUARD, None, duration=53.27) is None  # within 1 s
+
+
 def test_disabled_guard_keeps_everything() -> None:
     off = GuardConfig(enabled=False)
     assert hallucination(seg(no_speech=0.99, logprob=-3, ratio=9), off, []) is None
@@ -136,19 +145,21 @@ def test_invented_segments_are_dropped_and_counted() -> None:
             FakeSegment(2.0, 4.0, " Thank you.", no_speech_prob=0.95, avg_logprob=-1.3),
             FakeSegment(4.0, 6.0, " la la la la", compression_ratio=3.1),
             FakeSegment(6.0, 8.0, " Goodbye."),
+            FakeSegment(8.0, 14.0, " Thanks for watching!"),  # the audio lasts 10 s
         ]
     )
     assert t.text == "Hello there. Goodbye."
     assert [s.text for s in t.segments] == ["Hello there.", "Goodbye."]
     assert [s.id for s in t.segments] == [0, 1]  # numbered as OpenAI numbers them
-    assert t.dropped_segments == 2
-    assert Transcript.from_dict(t.to_dict()).dropped_segments == 2
+    assert t.dropped_segments == 3
+    assert Transcript.from_dict(t.to_dict()).dropped_segments == 3
     # Progress moves on over dropped segments, and their text never appears.
     assert progress == [
         (2.0, "Hello there."),
         (4.0, "Hello there."),
         (6.0, "Hello there."),
         (8.0, "Hello there. Goodbye."),
+        (10.0, "Hello there. Goodbye."),
     ]
     # Whisper's own window-level checks use the same thresholds.
     assert model.kwargs["no_speech_threshold"] == 0.6
