@@ -30,6 +30,7 @@ from core.webhooks import check_target
 
 TEXT = "text/plain; charset=utf-8"
 VTT = "text/vtt; charset=utf-8"
+REQUEST_ID = "X-Request-Id"
 MAX_IDEMPOTENCY_KEY = 200
 
 
@@ -39,17 +40,21 @@ def render_transcript(
     spec: TranscriptionSpec,
     layout: render.SubtitleLayout | None = None,
 ) -> Response[Any]:
+    """The body for `spec.response_format`; `X-Request-Id` names the job, as OpenAI's
+    header names the request."""
     fmt = spec.response_format
+    headers = {REQUEST_ID: job_id}
     if fmt == "text":
-        return Response(t.text + "\n", media_type=TEXT)
+        return Response(t.text + "\n", media_type=TEXT, headers=headers)
     if fmt == "srt":
-        return Response(render.srt(t, layout), media_type=TEXT)
+        return Response(render.srt(t, layout), media_type=TEXT, headers=headers)
     if fmt == "vtt":
-        return Response(render.vtt(t, layout), media_type=VTT)
+        return Response(render.vtt(t, layout), media_type=VTT, headers=headers)
     if fmt == "verbose_json":
         segments = "segment" in spec.granularities or not spec.granularities
-        return Response(render.verbose_json(t, words=spec.words, segments=segments, task=spec.task))
-    return Response(render.transcript_json(t, job_id, words=spec.words))
+        body = render.verbose_json(t, words=spec.words, segments=segments, task=spec.task)
+        return Response(body, headers=headers)
+    return Response(render.transcript_json(t, job_id, words=spec.words), headers=headers)
 
 
 def wants_async(request: Request[Any, Any, Any]) -> bool:
@@ -117,7 +122,7 @@ async def stream_transcript(
     return Stream(
         streaming.transcript_events(state, job_id, feed),
         media_type=streaming.MEDIA_TYPE,
-        headers=streaming.HEADERS,
+        headers={**streaming.HEADERS, REQUEST_ID: job_id},
     )
 
 
