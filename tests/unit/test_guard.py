@@ -224,3 +224,27 @@ def test_task_prompt_and_words() -> None:
     assert opts.word_timestamps is True
     plain = transcribe_options(claim())
     assert (plain.task, plain.initial_prompt, plain.word_timestamps) == ("transcribe", None, False)
+
+
+def test_guard_settings_reach_the_engine() -> None:
+    from celery import Celery
+
+    from core.settings import load_settings
+    from worker.context import WorkerContext
+
+    settings = load_settings(
+        {
+            "STT_HALLUCINATION_GUARD": "false",
+            "STT_NO_SPEECH_THRESHOLD": "0.7",
+            "STT_LOGPROB_THRESHOLD": "-0.8",
+            "STT_COMPRESSION_RATIO_THRESHOLD": "2.2",
+        }
+    )
+    guard = WorkerContext(settings, Celery()).engine_config.guard
+    assert guard == GuardConfig(
+        enabled=False,
+        no_speech_threshold=0.7,
+        logprob_threshold=-0.8,
+        compression_ratio_threshold=2.2,
+    )
+    assert WorkerContext(load_settings({}), Celery()).engine_config.guard == GuardConfig()

@@ -234,3 +234,35 @@ def test_a_failed_job_ends_with_an_error_event(state: AppState) -> None:
     assert error["type"] == "error"
     assert error["error"]["code"] == "unsupported_audio"
     assert json.dumps(error)
+
+
+# --- over HTTP, in-process (no worker: the stream gives up at STT_SYNC_TIMEOUT_S) ----------
+
+
+def test_stream_wins_over_prefer_async_and_times_out_with_an_error_event(tmp_path: Path) -> None:
+    from litestar.testing import TestClient
+
+    from api.app import create_app
+    from tests.support import clip
+
+    settings = load_settings(
+        {"STT_DATA_DIR": str(tmp_path), "STT_API_KEY": "k", "STT_SYNC_TIMEOUT_S": "1"}
+    )
+    upgrade(settings.database_url)
+    audio = clip("en_fleurs_004.ogg").path.read_bytes()
+    with TestClient(create_app(settings)) as client:
+        r = client.post(
+            "/v1/audio/transcriptions",
+            data={"model": "whisper-1", "stream": "true"},
+            files={"file": ("a.ogg", audio)},
+            headers={"Authorization": "Bearer k", "Prefer": "respond-async"},
+        )
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert "preference-applied" not in r.headers
+        job_id = r.headers["x-request-id"]
+        (error,) = decode(r.content)
+        assert error["type"] == "error" and error["error"]["code"] == "timeout"
+        assert job_id in error["error"]["message"]
+        job = client.get(f"/stt/jobs/{job_id}", headers={"Authorization": "Bearer k"}).json()
+        assert job["status"] == "queued"  # no worker here; it goes on as a job
