@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -104,6 +105,12 @@ def speech_spans(audio: Audio) -> list[Span]:
     ]
 
 
+def text_compression_ratio(text: str) -> float:
+    """How well `text` compresses (zlib), as Whisper measures repetition."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
 def hallucination(
     segment: Segment,
     guard: GuardConfig,
@@ -111,7 +118,11 @@ def hallucination(
     duration: float | None = None,
 ) -> str | None:
     """Why `segment` looks invented, or None to keep it. `speech` (VAD spans) is checked
-    only when given: with the VAD filter on, Whisper never hears the non-speech anyway."""
+    only when given: with the VAD filter on, Whisper never hears the non-speech anyway.
+
+    Repetition is judged on the segment's own text: the `compression_ratio` faster-whisper
+    reports is its whole window's, which is high for speech that is really repeated (a
+    refrain, a clip played twice) and was kept by Whisper after its temperature ladder."""
     if not guard.enabled:
         return None
     if (
@@ -119,7 +130,7 @@ def hallucination(
         and segment.avg_logprob < guard.logprob_threshold
     ):
         return "no speech"
-    if segment.compression_ratio > guard.compression_ratio_threshold:
+    if text_compression_ratio(segment.text) > guard.compression_ratio_threshold:
         return "repetitive"
     if duration is not None and segment.end > duration + guard.past_end_s:
         return "past the end"

@@ -15,6 +15,7 @@ from worker.engine import (
     TranscribeOptions,
     hallucination,
     speech_spans,
+    text_compression_ratio,
     transcribe,
 )
 from worker.jobs import Claim, transcribe_options
@@ -52,12 +53,31 @@ def seg(
         (seg(no_speech=0.5, logprob=-1.5), None),  # improbable, but speech was heard
         (seg(no_speech=0.61, logprob=-1.01), "no speech"),
         (seg(no_speech=0.6, logprob=-1.5), None),  # thresholds are exclusive, as in Whisper
-        (seg(ratio=2.41), "repetitive"),
-        (seg(ratio=2.4), None),
+        (seg(text=" Thank you for watching." * 4), "repetitive"),
+        (seg(text=" la" * 40), "repetitive"),
+        # The window's ratio is not the segment's: really repeated speech is kept.
+        (
+            seg(ratio=2.48, text=" And so my fellow Americans, ask not what your country can do"),
+            None,
+        ),
+        (seg(text=""), None),
     ],
 )
 def test_rules(segment: Segment, reason: str | None) -> None:
     assert hallucination(segment, GUARD, None) == reason
+
+
+def test_repetition_is_measured_as_whisper_does() -> None:
+    assert text_compression_ratio("") == 0.0
+    assert text_compression_ratio("he was not an ill disposed young man, not at all") < 1.2
+    assert text_compression_ratio(" la" * 40) > 8
+
+
+def test_really_repeated_speech_is_kept() -> None:
+    """JFK's sentence played twelve times: faster-whisper reports the window ratio 2.48 for
+    every segment, yet each segment is one plain sentence."""
+    sentence = " And so my fellow Americans ask not what your country can do for you,"
+    assert hallucination(seg(ratio=2.48, text=sentence), GUARD, None) is None
 
 
 def test_vad_spans() -> None:
@@ -72,7 +92,15 @@ def test_vad_spans() -> None:
 def test_segments_past_the_end_of_the_audio() -> None:
     """Whisper looping in the padding of its last window: seen on a LibriVox sonnet, whose
     53.3 s ended in "thy own bud-barriest thy foe, to thy own…" timed 51.9 to 61.9 s."""
-    looped = seg(51.94, 61.94, no_speech=0.89, logprob=-0.44, ratio=2.11)
+    looped = seg(
+        51.94,
+        61.94,
+        no_speech=0.89,
+        logprob=-0.44,
+        ratio=2.11,
+        text=" thine own bud-barriest thy foe, to thy own bud-barriest thy foe,"
+        " to thy own bud-barriest thy foe,",
+    )
     assert hallucination(looped, GUARD, None) is None  # Whisper's own rules let it through
     assert hallucination(looped, GUARD, None, duration=53.27) == "past the end"
     assert hallucination(seg(50.0, 54.2), GUARD, None, duration=53.27) is None  # within 1 s
@@ -80,7 +108,7 @@ def test_segments_past_the_end_of_the_audio() -> None:
 
 def test_disabled_guard_keeps_everything() -> None:
     off = GuardConfig(enabled=False)
-    assert hallucination(seg(no_speech=0.99, logprob=-3, ratio=9), off, []) is None
+    assert hallucination(seg(no_speech=0.99, logprob=-3, text=" la" * 40), off, []) is None
 
 
 def test_thresholds_are_settings() -> None:
@@ -143,7 +171,7 @@ def test_invented_segments_are_dropped_and_counted() -> None:
         [
             FakeSegment(0.0, 2.0, " Hello there."),
             FakeSegment(2.0, 4.0, " Thank you.", no_speech_prob=0.95, avg_logprob=-1.3),
-            FakeSegment(4.0, 6.0, " la la la la", compression_ratio=3.1),
+            FakeSegment(4.0, 6.0, " la" * 30, compression_ratio=3.1),
             FakeSegment(6.0, 8.0, " Goodbye."),
             FakeSegment(8.0, 14.0, " Thanks for watching!"),  # the audio lasts 10 s
         ]
