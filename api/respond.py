@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -143,6 +144,9 @@ async def transcribe(
     job_id, form, spec, duration = await receive_upload(request, state, raw, task)
     if spec.stream and not always_async:
         return await stream_transcript(state, tenant, job_id, form, spec, duration, raw)
+    if spec.stream:  # the job API answers with the job; nobody listens for its text
+        options = {k: v for k, v in spec.options.items() if k != "stream"}
+        spec = replace(spec, stream=False, options=options)
     if not is_async:
         await submit(
             state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw

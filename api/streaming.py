@@ -150,6 +150,7 @@ async def transcript_events(
     loop = asyncio.get_running_loop()
     live = LiveText()
     deadline = loop.time() + state.settings.sync_timeout_s
+    # A comment at once: the response has begun before the first segment is recognised.
     next_poll = next_keepalive = loop.time()
     status: str | None = None
     try:
