@@ -146,9 +146,40 @@ async def _outcome(state: AppState, job_id: str) -> Job | None:
 async def transcript_events(
     state: AppState, job_id: str, feed: SegmentFeed | None
 ) -> AsyncIterator[bytes]:
-    """Deltas while the job runs, then `transcript.text.done` (or an error event)."""
-    loop = asyncio.get_running_loop()
+    """Deltas while the job runs, then `transcript.text.done` (or an error event).
+
+    If Redis fails mid-stream the database is read instead; if the database fails, the
+    stream ends with an error event (the job goes on, and can be fetched later)."""
     live = LiveText()
+    try:
+        ended = False
+        async for chunk in _while_running(state, job_id, feed, live):
+            if chunk == _ENDED:
+                ended = True
+            else:
+                yield chunk
+        if not ended:
+            return
+        job = await _outcome(state, job_id)
+    except Exception:
+        log.warning("stream of job %s lost the database", job_id, exc_info=True)
+        yield error_event(
+            "service_unavailable",
+            f"the database is unavailable; the transcription goes on as job {job_id}",
+        )
+        return
+    for chunk in _final(job, live):
+        yield chunk
+
+
+_ENDED = b""
+"""Yielded by `_while_running` (never sent) when the job has ended."""
+
+
+async def _while_running(
+    state: AppState, job_id: str, feed: SegmentFeed | None, live: LiveText
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.sync_timeout_s
     # A comment at once: the response has begun before the first segment is recognised.
     next_poll = next_keepalive = loop.time()
@@ -157,7 +188,13 @@ async def transcript_events(
         with state.waiter.watch(job_id) as announced:
             while True:
                 if feed is not None:
-                    for update in await feed.get(TICK_S):
+                    try:
+                        updates = await feed.get(TICK_S)
+                    except Exception:
+                        log.warning("lost the text feed of job %s; polling instead", job_id)
+                        await feed.close()
+                        feed, updates = None, []
+                    for update in updates:
                         live.apply(update)
                 else:
                     with contextlib.suppress(TimeoutError):
@@ -170,7 +207,8 @@ async def transcript_events(
                     if so_far:
                         live.offer(so_far)
                 if status is None or JobStatus(status).ended:
-                    break
+                    yield _ENDED
+                    return
                 delta = live.take()
                 if delta:
                     yield event({"type": "transcript.text.delta", "delta": delta})
@@ -188,19 +226,21 @@ async def transcript_events(
     finally:
         if feed is not None:
             await feed.close()
-    job = await _outcome(state, job_id)
+
+
+def _final(job: Job | None, live: LiveText) -> list[bytes]:
     if job is None:
-        yield error_event("transcription_failed", "the job disappeared while it ran")
-    elif job.status == JobStatus.succeeded.value and job.result is not None:
+        return [error_event("transcription_failed", "the job disappeared while it ran")]
+    if job.status == JobStatus.succeeded.value and job.result is not None:
         text = Transcript.from_dict(job.result).text
         delta = live.finish(text)
-        if delta:
-            yield event({"type": "transcript.text.delta", "delta": delta})
-        yield event({"type": "transcript.text.done", "text": text})
-    elif job.status == JobStatus.cancelled.value:
-        yield error_event("cancelled", "the job was cancelled")
-    else:
-        yield error_event(
+        done = event({"type": "transcript.text.done", "text": text})
+        return [event({"type": "transcript.text.delta", "delta": delta}), done] if delta else [done]
+    if job.status == JobStatus.cancelled.value:
+        return [error_event("cancelled", "the job was cancelled")]
+    return [
+        error_event(
             job.error_code or "transcription_failed",
             job.error_message or "the transcription failed",
         )
+    ]

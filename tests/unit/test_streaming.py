@@ -266,3 +266,64 @@ def test_stream_wins_over_prefer_async_and_times_out_with_an_error_event(tmp_pat
         assert job_id in error["error"]["message"]
         job = client.get(f"/stt/jobs/{job_id}", headers={"Authorization": "Bearer k"}).json()
         assert job["status"] == "queued"  # no worker here; it goes on as a job
+
+
+class BrokenFeed:
+    """A Redis feed whose connection drops at once."""
+
+    closed = False
+
+    async def get(self, timeout: float) -> list[TextUpdate]:  # noqa: ASYNC109
+        raise ConnectionError("Redis went away")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_a_lost_feed_falls_back_to_the_database(state: AppState) -> None:
+    final = "Hello there, general Kenobi."
+    result = Transcript(text=final, language="en", duration=2.0).to_dict()
+    feed = BrokenFeed()
+
+    async def main() -> list[dict[str, Any]]:
+        job_id = await _add_job(state)
+        events: list[dict[str, Any]] = []
+
+        async def consume() -> None:
+            async for chunk in transcript_events(state, job_id, feed):  # type: ignore[arg-type]
+                events.extend(decode(chunk) if not chunk.startswith(b":") else [])
+
+        task = asyncio.create_task(consume())
+        await _set(state, job_id, text_so_far="Hello there,")
+        await _until(events, 1)
+        await _set(state, job_id, status=JobStatus.succeeded.value, result=result)
+        await asyncio.wait_for(task, 10)
+        await state.engine.dispose()
+        return events
+
+    events = asyncio.run(main())
+    assert feed.closed
+    assert events[0] == {"type": "transcript.text.delta", "delta": "Hello there,"}
+    assert "".join(e.get("delta", "") for e in events) == final == events[-1]["text"]
+
+
+def test_a_lost_database_ends_the_stream_with_an_error_event(
+    state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    import api.streaming
+
+    async def down(*_: Any) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(api.streaming, "_snapshot", down)
+
+    async def main() -> list[bytes]:
+        chunks = [c async for c in transcript_events(state, "j" * 32, None)]
+        await state.engine.dispose()
+        return chunks
+
+    *_, last = asyncio.run(main())
+    (error,) = decode(last)
+    assert error["error"]["code"] == "service_unavailable" and "j" * 32 in error["error"]["message"]
