@@ -189,14 +189,17 @@ class SubmitOptions:
     webhook_url: str | None = None
 
 
-def request_hash(form: Form, raw: RawFormat | None) -> str:
-    """What makes two submissions 'the same request' for Idempotency-Key."""
+def request_hash(form: Form, raw: RawFormat | None, task: str = "transcribe") -> str:
+    """What makes two submissions 'the same request' for Idempotency-Key (a translation is
+    never the same request as a transcription of the same form)."""
     assert form.file is not None
-    material = {
+    material: dict[str, Any] = {
         "fields": {k: sorted(v) for k, v in sorted(form.fields.items())},
         "file": form.file.sha256,
         "raw": [raw.encoding, raw.sample_rate] if raw else None,
     }
+    if task != "transcribe":  # transcriptions hash as before, so stored keys stay valid
+        material["task"] = task
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -261,7 +264,7 @@ async def submit(
     If the broker is down nothing is kept and the caller gets 503."""
     assert form.file is not None
     audio_key = form.file.key
-    digest = request_hash(form, raw) if opts.idempotency_key else None
+    digest = request_hash(form, raw, spec.task) if opts.idempotency_key else None
     try:
         if opts.idempotency_key and digest:
             earlier = await _existing(state, tenant, opts.idempotency_key)
