@@ -209,8 +209,8 @@ def _segment_cues(s: Segment, layout: SubtitleLayout) -> Iterator[Cue]:
     for index, g in enumerate(groups):
         begin = 0 if index == 0 else g[0].begin
         end_char = len(text) if index == len(groups) - 1 else groups[index + 1][0].begin
-        start = s.start if index == 0 else max(g[0].start, previous_end)
-        end = max(s.end if index == len(groups) - 1 else g[-1].end, start)
+        start = max(g[0].start, previous_end)  # a cue shows while its words are spoken
+        end = max(g[-1].end, start)
         lines = wrap(text[begin:end_char], width)
         if lines:
             yield Cue(start, end, tuple(lines))

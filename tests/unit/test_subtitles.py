@@ -81,6 +81,17 @@ def test_cues_end_at_clause_ends_where_they_can() -> None:
     assert result[0].text.replace("\n", " ").endswith("for you,")
 
 
+def test_split_cues_follow_the_words_not_the_segment_edges() -> None:
+    """Whisper's segment may begin well before its first word: a split cue still lasts
+    no longer than the limit, and appears when its words are spoken."""
+    words = timed(JFK, start=2.0).words
+    s = Segment(0, 0.0, words[-1].end + 1.0, JFK, words=words)
+    result = one(s)
+    check(result, s)
+    assert result[0].start == 2.0 and result[-1].end == words[-1].end
+    assert all(c.end - c.start <= LAYOUT.max_cue_s for c in result)
+
+
 def test_slow_speech_is_split_by_duration() -> None:
     s = timed("one two three four five six seven eight", step=2.0)
     result = one(s)
