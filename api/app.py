@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             cartesia.stt,
             openai.transcriptions,
+            openai.translations,
+            openai.list_models,
+            openai.get_model,
             jobs.submit_job,
             jobs.get_job,
             jobs.list_jobs,

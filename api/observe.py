@@ -53,13 +53,11 @@ def observe(app: Any, metrics: HttpMetrics) -> Any:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                message = {
-                    **message,
-                    "headers": [
-                        *message.get("headers", []),
-                        (b"x-request-id", request_id.encode()),
-                    ],
-                }
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    # unless the handler named the request itself (a transcription: its job)
+                    headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -83,6 +83,16 @@ _FORM_FIELDS: dict[str, Any] = {
     "response_format": {"type": "string", "enum": list(RESPONSE_FORMATS)},
     "prompt": {"type": "string"},
     "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "stream": {
+        "type": "boolean",
+        "description": "Server-Sent Events: transcript.text.delta "
+        "per segment, then transcript.text.done",
+    },
+}
+_TRANSLATION_FIELDS = {
+    k: v
+    for k, v in _FORM_FIELDS.items()
+    if k not in ("language", "timestamp_granularities[]", "stream")
 }
 _JOB_FIELDS = {**_FORM_FIELDS, "webhook_url": {"type": "string", "format": "uri"}}
 
@@ -162,6 +172,14 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("/v1/audio/transcriptions", "post"): {
         "requestBody": _form(_FORM_FIELDS),
+        "responses": {**_SYNC_OK, **_errors(False, _SUBMIT)},
+    },
+    ("/audio/translations", "post"): {
+        "requestBody": _form(_TRANSLATION_FIELDS),
+        "responses": {**_SYNC_OK, **_errors(False, _SUBMIT)},
+    },
+    ("/v1/audio/translations", "post"): {
+        "requestBody": _form(_TRANSLATION_FIELDS),
         "responses": {**_SYNC_OK, **_errors(False, _SUBMIT)},
     },
     ("/stt/jobs", "post"): {

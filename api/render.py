@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
+import re
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from core.languages import language_name
+from core.settings import Settings
 from core.transcript import Segment, Transcript
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+SUBTITLE_FORMATS = ("srt", "vtt")
 GRANULARITIES = ("word", "segment")
+TRANSLATED_LANGUAGE = "english"
+"""What OpenAI's verbose_json reports as `language` for a translation."""
 
 
 def transcript_json(t: Transcript, request_id: str, *, words: bool) -> dict[str, Any]:
@@ -33,10 +43,14 @@ def _segment_json(s: Segment) -> dict[str, Any]:
 def verbose_json(
     t: Transcript, *, words: bool, segments: bool, task: str = "transcribe"
 ) -> dict[str, Any]:
-    """OpenAI's verbose_json; segments are listed unless only words were asked for."""
+    """OpenAI's verbose_json; segments are listed unless only words were asked for.
+
+    `language` is Whisper's English name of the language, as OpenAI reports it ("english");
+    for a translation it is the output language, always "english"."""
+    translating = task == "translate"
     body: dict[str, Any] = {
         "task": task,
-        "language": t.language,
+        "language": TRANSLATED_LANGUAGE if translating else language_name(t.language),
         "duration": t.duration,
         "text": t.text,
     }
@@ -44,10 +58,173 @@ def verbose_json(
         body["segments"] = [_segment_json(s) for s in t.segments]
     if words:
         body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
+    if not translating:
+        body["usage"] = {"type": "duration", "seconds": math.ceil(t.duration)}
     return body
 
 
-def _clock(seconds: float, sep: str) -> str:
+# --- subtitles -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubtitleLayout:
+    """How long a subtitle line and a cue may be (`STT_SUBTITLE_*`)."""
+
+    max_line_chars: int = 42
+    max_lines: int = 2
+    max_cue_s: float = 6.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> SubtitleLayout:
+        return cls(
+            settings.subtitle_max_line_chars,
+            settings.subtitle_max_lines,
+            settings.subtitle_max_cue_s,
+        )
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """A word (or a token of text) with its place in the segment's text and its times."""
+
+    begin: int
+    end_char: int
+    start: float
+    end: float
+
+
+_CLAUSE_END = re.compile(r"[.!?;:,…。！？；：，、]['\")\]»”’]*$")
+_UNSPACED = re.compile(
+    r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]"
+)
+"""Scripts written without spaces between words (Thai, Lao, Myanmar, Khmer, CJK)."""
+
+
+def _cuttable(token: str) -> bool:
+    """A token that may be cut between any two characters: it is in a script written
+    without spaces. A long word in other scripts is never cut."""
+    return bool(_UNSPACED.search(token))
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Lines of at most `width` characters where possible, balanced in length; text written
+    without spaces (Chinese, Japanese) is cut between characters."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return [text] if text else []
+    if " " not in text and _cuttable(text):
+        n = math.ceil(len(text) / width)
+        size = math.ceil(len(text) / n)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+    natural = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
+    for w in range(math.ceil(len(text) / len(natural)), width):
+        lines = textwrap.wrap(text, w, break_long_words=False, break_on_hyphens=False)
+        if len(lines) <= len(natural):
+            return lines
+    return natural
+
+
+def _pieces(s: Segment, text: str, width: int) -> list[_Piece]:
+    """The segment's words placed in its text; without word timestamps (or if the words
+    cannot be found in the text), its whitespace-separated tokens with times interpolated."""
+    pieces: list[_Piece] = []
+    pos = 0
+    for w in s.words:
+        at = text.find(w.word, pos)
+        if at < 0:
+            pieces = []
+            break
+        pos = at + len(w.word)
+        pieces.append(_Piece(at, pos, w.start, w.end))
+    if pieces:
+        return pieces
+    span = max(s.end - s.start, 0.0)
+
+    def time_at(char: int) -> float:
+        return round(s.start + span * char / max(len(text), 1), 3)
+
+    for match in re.finditer(r"\S+", text):
+        step = width if _cuttable(match.group()) else len(match.group())
+        for begin in range(match.start(), match.end(), step):
+            end = min(begin + step, match.end())
+            pieces.append(_Piece(begin, end, time_at(begin), time_at(end)))
+    return pieces
+
+
+def _segment_cues(s: Segment, layout: SubtitleLayout) -> Iterator[Cue]:
+    text = s.text.strip()
+    if not text:
+        return
+    width, max_lines = layout.max_line_chars, layout.max_lines
+    if len(wrap(text, width)) <= max_lines and s.end - s.start <= layout.max_cue_s:
+        yield Cue(s.start, s.end, tuple(wrap(text, width)))
+        return
+    pieces = _pieces(s, text, width)
+
+    def fits(group: list[_Piece]) -> bool:
+        if len(group) <= 1:
+            return True
+        chunk = text[group[0].begin : group[-1].end_char]
+        return (
+            len(wrap(chunk, width)) <= max_lines
+            and group[-1].end - group[0].start <= layout.max_cue_s
+        )
+
+    groups: list[list[_Piece]] = []
+    group: list[_Piece] = []
+    for piece in pieces:
+        if fits([*group, piece]):
+            group.append(piece)
+            continue
+        # Close the cue, at the last clause end in its second half if there is one.
+        cut = next(
+            (
+                i + 1
+                for i in range(len(group) - 2, len(group) // 2 - 1, -1)
+                if _CLAUSE_END.search(text[group[i].begin : group[i].end_char])
+            ),
+            len(group),
+        )
+        groups.append(group[:cut])
+        group = group[cut:]
+        if not fits([*group, piece]):
+            groups.append(group)
+            group = []
+        group.append(piece)
+    if group:
+        groups.append(group)
+    groups = [g for g in groups if g]
+    previous_end = s.start
+    for index, g in enumerate(groups):
+        begin = 0 if index == 0 else g[0].begin
+        end_char = len(text) if index == len(groups) - 1 else groups[index + 1][0].begin
+        start = max(g[0].start, previous_end)  # a cue shows while its words are spoken
+        end = max(g[-1].end, start)
+        lines = wrap(text[begin:end_char], width)
+        if lines:
+            yield Cue(start, end, tuple(lines))
+            previous_end = end
+
+
+def cues(t: Transcript, layout: SubtitleLayout | None = None) -> list[Cue]:
+    """Readable cues: each segment, split with its word timestamps where it is longer than
+    `max_lines` lines of `max_line_chars` or lasts more than `max_cue_s`."""
+    layout = layout or SubtitleLayout()
+    return [cue for s in t.segments for cue in _segment_cues(s, layout)]
+
+
+def clock(seconds: float, sep: str) -> str:
     millis = max(0, round(seconds * 1000))
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
@@ -55,16 +232,19 @@ def _clock(seconds: float, sep: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
 
 
-def srt(t: Transcript) -> str:
-    cues = [s for s in t.segments if s.text]
+def srt(t: Transcript, layout: SubtitleLayout | None = None) -> str:
     return "".join(
-        f"{i}\n{_clock(s.start, ',')} --> {_clock(s.end, ',')}\n{s.text}\n\n"
-        for i, s in enumerate(cues, start=1)
+        f"{i}\n{clock(c.start, ',')} --> {clock(c.end, ',')}\n{c.text}\n\n"
+        for i, c in enumerate(cues(t, layout), start=1)
     )
 
 
-def vtt(t: Transcript) -> str:
-    cues = [s for s in t.segments if s.text]
+def _vtt_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def vtt(t: Transcript, layout: SubtitleLayout | None = None) -> str:
     return "WEBVTT\n\n" + "".join(
-        f"{_clock(s.start, '.')} --> {_clock(s.end, '.')}\n{s.text}\n\n" for s in cues
+        f"{clock(c.start, '.')} --> {clock(c.end, '.')}\n{_vtt_text(c.text)}\n\n"
+        for c in cues(t, layout)
     )

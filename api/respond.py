@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import anyio
 from litestar import Request, Response
 from litestar.datastructures import State
+from litestar.response import Stream
 
-from api import render
+from api import render, streaming
 from api.auth import authenticate
 from api.forms import Form
 from api.service import (
@@ -29,21 +31,32 @@ from core.transcript import Transcript
 from core.webhooks import check_target
 
 TEXT = "text/plain; charset=utf-8"
+VTT = "text/vtt; charset=utf-8"
+REQUEST_ID = "X-Request-Id"
 MAX_IDEMPOTENCY_KEY = 200
 
 
-def render_transcript(t: Transcript, job_id: str, spec: TranscriptionSpec) -> Response[Any]:
+def render_transcript(
+    t: Transcript,
+    job_id: str,
+    spec: TranscriptionSpec,
+    layout: render.SubtitleLayout | None = None,
+) -> Response[Any]:
+    """The body for `spec.response_format`; `X-Request-Id` names the job, as OpenAI's
+    header names the request."""
     fmt = spec.response_format
+    headers = {REQUEST_ID: job_id}
     if fmt == "text":
-        return Response(t.text + "\n", media_type=TEXT)
+        return Response(t.text + "\n", media_type=TEXT, headers=headers)
     if fmt == "srt":
-        return Response(render.srt(t), media_type=TEXT)
+        return Response(render.srt(t, layout), media_type=TEXT, headers=headers)
     if fmt == "vtt":
-        return Response(render.vtt(t), media_type=TEXT)
+        return Response(render.vtt(t, layout), media_type=VTT, headers=headers)
     if fmt == "verbose_json":
         segments = "segment" in spec.granularities or not spec.granularities
-        return Response(render.verbose_json(t, words=spec.words, segments=segments))
-    return Response(render.transcript_json(t, job_id, words=spec.words))
+        body = render.verbose_json(t, words=spec.words, segments=segments, task=spec.task)
+        return Response(body, headers=headers)
+    return Response(render.transcript_json(t, job_id, words=spec.words), headers=headers)
 
 
 def wants_async(request: Request[Any, Any, Any]) -> bool:
@@ -89,21 +102,59 @@ def accepted(job: Job) -> Response[dict[str, Any]]:
     )
 
 
+async def stream_transcript(
+    state: AppState,
+    tenant: str,
+    job_id: str,
+    form: Form,
+    spec: TranscriptionSpec,
+    duration: float,
+    raw: RawFormat | None,
+) -> Stream:
+    """Queue the job and answer with its text as server-sent events (`stream=true`)."""
+    feed = await streaming.SegmentFeed.open(state.settings.redis_url, job_id)  # before queueing
+    try:
+        await submit(
+            state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw
+        )
+    except BaseException:
+        if feed is not None:
+            await feed.close()
+        raise
+    return Stream(
+        streaming.transcript_events(state, job_id, feed),
+        media_type=streaming.MEDIA_TYPE,
+        headers={**streaming.HEADERS, REQUEST_ID: job_id},
+    )
+
+
 async def transcribe(
-    request: Request[Any, Any, State], raw: RawFormat | None, *, always_async: bool = False
+    request: Request[Any, Any, State],
+    raw: RawFormat | None,
+    *,
+    always_async: bool = False,
+    task: str = "transcribe",
 ) -> Response[Any]:
-    """Authenticate and take the upload; then wait for the transcript (interactive queue)
-    or, for jobs and `Prefer: respond-async`, answer 202 with the job (batch queue)."""
+    """Authenticate and take the upload; then wait for the transcript (interactive queue),
+    stream it (`stream=true`), or, for jobs and `Prefer: respond-async`, answer 202 with the
+    job (batch queue). `stream=true` wins over the preference (RFC 7240 lets it be ignored)."""
     state = AppState.of(request.app.state)
     tenant = await authenticate(request, state.settings, state.sessions)
     is_async = always_async or wants_async(request)
     key = idempotency_key(request) if is_async else None
-    job_id, form, spec, duration = await receive_upload(request, state, raw)
+    job_id, form, spec, duration = await receive_upload(request, state, raw, task)
+    if spec.stream and not always_async:
+        return await stream_transcript(state, tenant, job_id, form, spec, duration, raw)
+    if spec.stream:  # the job API answers with the job; nobody listens for its text
+        options = {k: v for k, v in spec.options.items() if k != "stream"}
+        spec = replace(spec, stream=False, options=options)
     if not is_async:
         await submit(
             state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw
         )
-        return render_transcript(await wait_for_transcript(state, job_id), job_id, spec)
+        transcript = await wait_for_transcript(state, job_id)
+        layout = render.SubtitleLayout.of(state.settings)
+        return render_transcript(transcript, job_id, spec, layout)
     try:
         webhook = await webhook_of(form, state)
     except BaseException:

@@ -17,7 +17,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
 from api.forms import Form, read_form
-from api.render import GRANULARITIES, RESPONSE_FORMATS
+from api.render import GRANULARITIES, RESPONSE_FORMATS, SUBTITLE_FORMATS
 from api.state import AppState
 from core.audio import RawFormat, probe_duration, raw_format
 from core.errors import (
@@ -51,6 +51,10 @@ class TranscriptionSpec:
     granularities: tuple[str, ...]
     response_format: str
     options: dict[str, Any] = field(default_factory=dict)
+    task: str = "transcribe"
+    """`transcribe`, or `translate` (to English) on the translation paths."""
+    stream: bool = False
+    """Answer with server-sent events as the text is recognised."""
 
     @property
     def words(self) -> bool:
@@ -80,13 +84,33 @@ def _temperature(raw: str | None) -> float | None:
     return value
 
 
-def parse_spec(form: Form, state: AppState, raw: RawFormat | None) -> TranscriptionSpec:
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def _stream(raw: str | None) -> bool:
+    if raw is None or raw == "":
+        return False
+    value = _BOOLEANS.get(raw.strip().lower())
+    if value is None:
+        raise InvalidRequest("stream must be true or false", param="stream")
+    return value
+
+
+def parse_spec(
+    form: Form, state: AppState, raw: RawFormat | None, task: str = "transcribe"
+) -> TranscriptionSpec:
     settings = state.settings
     model = resolve_model(form.get("model"), settings)
     if form.file is None:
         raise InvalidRequest("a file is required (multipart field `file`)", param="file")
     if form.file.size == 0:
         raise InvalidRequest("the uploaded file is empty", param="file")
+    if task == "translate" and model.english_only:
+        raise InvalidRequest(
+            f"model {model.name!r} is English-only and cannot translate; "
+            "translation needs a multilingual model",
+            param="model",
+        )
     language = validate_language(form.get("language"), english_only=model.english_only)
     response_format = form.get("response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
@@ -95,7 +119,14 @@ def parse_spec(form: Form, state: AppState, raw: RawFormat | None) -> Transcript
             param="response_format",
         )
     granularities = _granularities(form)
-    options: dict[str, Any] = {"word_timestamps": "word" in granularities}
+    stream = _stream(form.get("stream"))
+    # Subtitles are cut into readable cues at word boundaries, so they need word timestamps.
+    word_timestamps = "word" in granularities or response_format in SUBTITLE_FORMATS
+    options: dict[str, Any] = {"word_timestamps": word_timestamps}
+    if task != "transcribe":
+        options["task"] = task
+    if stream:
+        options["stream"] = True
     prompt = form.get("prompt")
     if prompt:
         options["prompt"] = prompt
@@ -111,6 +142,8 @@ def parse_spec(form: Form, state: AppState, raw: RawFormat | None) -> Transcript
         granularities=granularities,
         response_format=response_format,
         options=options,
+        task=task,
+        stream=stream,
     )
 
 
@@ -136,7 +169,10 @@ def _storage_down(exc: StorageUnavailable) -> ServiceUnavailable:
 
 
 async def receive_upload(
-    request: Request[Any, Any, Any], state: AppState, raw: RawFormat | None
+    request: Request[Any, Any, Any],
+    state: AppState,
+    raw: RawFormat | None,
+    task: str = "transcribe",
 ) -> tuple[str, Form, TranscriptionSpec, float]:
     """Stream the body to storage, validate it, and probe the audio.
 
@@ -161,7 +197,7 @@ async def receive_upload(
         except StorageUnavailable as exc:
             raise _storage_down(exc) from exc
         try:
-            spec = parse_spec(form, state, raw)
+            spec = parse_spec(form, state, raw, task)
             probe_path = spool or local
             assert probe_path is not None
             duration = await anyio.to_thread.run_sync(probe_duration, probe_path, raw)
@@ -187,14 +223,17 @@ class SubmitOptions:
     webhook_url: str | None = None
 
 
-def request_hash(form: Form, raw: RawFormat | None) -> str:
-    """What makes two submissions 'the same request' for Idempotency-Key."""
+def request_hash(form: Form, raw: RawFormat | None, task: str = "transcribe") -> str:
+    """What makes two submissions 'the same request' for Idempotency-Key (a translation is
+    never the same request as a transcription of the same form)."""
     assert form.file is not None
-    material = {
+    material: dict[str, Any] = {
         "fields": {k: sorted(v) for k, v in sorted(form.fields.items())},
         "file": form.file.sha256,
         "raw": [raw.encoding, raw.sample_rate] if raw else None,
     }
+    if task != "transcribe":  # transcriptions hash as before, so stored keys stay valid
+        material["task"] = task
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -259,7 +298,7 @@ async def submit(
     If the broker is down nothing is kept and the caller gets 503."""
     assert form.file is not None
     audio_key = form.file.key
-    digest = request_hash(form, raw) if opts.idempotency_key else None
+    digest = request_hash(form, raw, spec.task) if opts.idempotency_key else None
     try:
         if opts.idempotency_key and digest:
             earlier = await _existing(state, tenant, opts.idempotency_key)

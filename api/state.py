@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
@@ -25,6 +26,8 @@ class AppState:
     waiter: JobWaiter
     limiter: RateLimiter
     metrics: HttpMetrics
+    started_at: int = field(default_factory=lambda: int(time.time()))
+    """When this API process started (the `created` of the models it lists)."""
 
     @classmethod
     def of(cls, app_state: Any) -> AppState:

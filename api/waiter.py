@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterator
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
@@ -96,11 +97,9 @@ class JobWaiter:
     ) -> str | None:
         """Wait until the job has ended, or its status is no longer `changed_from`, or
         `timeout` passes; return its last status (None if the job is gone)."""
-        event = asyncio.Event()
-        self._events[job_id].add(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        try:
+        with self.watch(job_id) as event:
             while True:
                 status = await self.status(job_id)
                 if status is None or JobStatus(status).ended:
@@ -113,6 +112,14 @@ class JobWaiter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(self.poll_interval, remaining))
                 event.clear()
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
+        """An event set whenever the job is announced (it ended, or changed status)."""
+        event = asyncio.Event()
+        self._events[job_id].add(event)
+        try:
+            yield event
         finally:
             self._events[job_id].discard(event)
             if not self._events[job_id]:

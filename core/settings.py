@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -69,6 +70,13 @@ class Settings:
     """None: `audio_dir`; else `file:///dir` or `s3://bucket/prefix` (see core.storage)."""
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    hallucination_guard: bool = True
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    subtitle_max_line_chars: int = 42
+    subtitle_max_lines: int = 2
+    subtitle_max_cue_s: float = 6.0
 
     @property
     def audio_dir(self) -> Path:
@@ -107,7 +115,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-def _num(env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]) -> float:
+def _num(
+    env: Mapping[str, str],
+    name: str,
+    default: float,
+    kind: type[int] | type[float],
+    *,
+    signed: bool = False,
+) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -115,7 +130,7 @@ def _num(env: Mapping[str, str], name: str, default: float, kind: type[int] | ty
         value = kind(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if not value >= 0:  # also refuses NaN
+    if value != value or (not signed and value < 0):  # NaN, or a negative count or size
         raise ConfigError(f"{name} must not be negative, got {raw!r}")
     return value
 
@@ -124,6 +139,15 @@ def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str,
     value = (env.get(name) or default).strip().lower()
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _positive(
+    env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]
+) -> float:
+    value = _num(env, name, default, kind)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {env.get(name)!r}")
     return value
 
 
@@ -226,4 +250,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         or env.get("AWS_ENDPOINT_URL")
         or None,
         s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        hallucination_guard=_bool(env, "STT_HALLUCINATION_GUARD", True),
+        no_speech_threshold=float(_num(env, "STT_NO_SPEECH_THRESHOLD", 0.6, float)),
+        logprob_threshold=float(_num(env, "STT_LOGPROB_THRESHOLD", -1.0, float, signed=True)),
+        compression_ratio_threshold=float(_num(env, "STT_COMPRESSION_RATIO_THRESHOLD", 2.4, float)),
+        subtitle_max_line_chars=int(_positive(env, "STT_SUBTITLE_MAX_LINE_CHARS", 42, int)),
+        subtitle_max_lines=int(_positive(env, "STT_SUBTITLE_MAX_LINES", 2, int)),
+        subtitle_max_cue_s=_positive(env, "STT_SUBTITLE_MAX_CUE_S", 6.0, float),
     )

@@ -35,6 +35,8 @@ class Transcript:
     duration: float
     segments: list[Segment] = field(default_factory=list)
     language_probability: float = 0.0
+    dropped_segments: int = 0
+    """Segments the hallucination guard removed (invented on silence or noise)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,6 +53,7 @@ class Transcript:
             duration=data["duration"],
             segments=segments,
             language_probability=data.get("language_probability", 0.0),
+            dropped_segments=int(data.get("dropped_segments", 0)),
         )
 
     @property

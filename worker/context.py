@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, session_factory
 from core.settings import Settings
 from core.storage import Storage, make_storage
-from worker.engine import EngineConfig
+from worker.engine import EngineConfig, GuardConfig
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -65,6 +65,12 @@ class WorkerContext:
             cpu_threads=s.cpu_threads,
             beam_size=s.beam_size,
             vad_filter=s.vad_filter,
+            guard=GuardConfig(
+                enabled=s.hallucination_guard,
+                no_speech_threshold=s.no_speech_threshold,
+                logprob_threshold=s.logprob_threshold,
+                compression_ratio_threshold=s.compression_ratio_threshold,
+            ),
         )
 
     @property

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -11,10 +13,30 @@ from typing import Any
 
 import ctranslate2
 from faster_whisper import WhisperModel
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from core.audio import SAMPLE_RATE, Audio
 from core.transcript import Segment, Transcript, Word
 from worker.bundled_models import resolve_model_path
+
+log = logging.getLogger("stt.engine")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """When a segment is taken for one Whisper invented (on silence, noise or a loop).
+
+    The first two thresholds are Whisper's own (`no_speech_threshold`, `logprob_threshold`,
+    `compression_ratio_threshold` in its transcribe); they also drive the temperature
+    fallback, and here they judge every segment that comes out, not only whole windows."""
+
+    enabled: bool = True
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    compression_ratio_threshold: float = 2.4
+    past_end_s: float = 1.0
+    """A segment ending this far past the end of the audio was decoded from the padding
+    of Whisper's last 30 s window, not from speech."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +46,7 @@ class EngineConfig:
     cpu_threads: int = 0
     beam_size: int = 5
     vad_filter: bool = True
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass(frozen=True)
@@ -69,7 +92,53 @@ def is_multilingual(model: WhisperModel) -> bool:
 
 
 ProgressCallback = Callable[[float, str], None]
-"""Called after each segment with the seconds of audio done and the text so far."""
+"""Called after each kept segment with the seconds of audio done and the text so far."""
+
+Span = tuple[float, float]
+
+
+def speech_spans(audio: Audio) -> list[Span]:
+    """Where Silero VAD hears speech, in seconds."""
+    return [
+        (c["start"] / SAMPLE_RATE, c["end"] / SAMPLE_RATE)
+        for c in get_speech_timestamps(audio, VadOptions())
+    ]
+
+
+def text_compression_ratio(text: str) -> float:
+    """How well `text` compresses (zlib), as Whisper measures repetition."""
+    data = text.encode()
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def hallucination(
+    segment: Segment,
+    guard: GuardConfig,
+    speech: Sequence[Span] | None,
+    duration: float | None = None,
+) -> str | None:
+    """Why `segment` looks invented, or None to keep it. `speech` (VAD spans) is checked
+    only when given: with the VAD filter on, Whisper never hears the non-speech anyway.
+
+    Repetition is judged on the segment's own text: the `compression_ratio` faster-whisper
+    reports is its whole window's, which is high for speech that is really repeated (a
+    refrain, a clip played twice) and was kept by Whisper after its temperature ladder."""
+    if not guard.enabled:
+        return None
+    if (
+        segment.no_speech_prob > guard.no_speech_threshold
+        and segment.avg_logprob < guard.logprob_threshold
+    ):
+        return "no speech"
+    if text_compression_ratio(segment.text) > guard.compression_ratio_threshold:
+        return "repetitive"
+    if duration is not None and segment.end > duration + guard.past_end_s:
+        return "past the end"
+    if speech is not None and not any(
+        start < segment.end and segment.start < end for start, end in speech
+    ):
+        return "outside speech"
+    return None
 
 
 def transcribe(
@@ -82,6 +151,8 @@ def transcribe(
 ) -> Transcript:
     """Run the model over the audio; the lazy segment generator is consumed exactly once."""
     duration = len(audio) / SAMPLE_RATE
+    guard = config.guard
+    speech = speech_spans(audio) if guard.enabled and not config.vad_filter else None
     segments_iter, info = model.transcribe(
         audio,
         language=options.language,
@@ -91,11 +162,15 @@ def transcribe(
         word_timestamps=options.word_timestamps,
         initial_prompt=options.initial_prompt,
         temperature=list(options.temperature),
+        no_speech_threshold=guard.no_speech_threshold,
+        log_prob_threshold=guard.logprob_threshold,
+        compression_ratio_threshold=guard.compression_ratio_threshold,
         **options.extra,
     )
     segments: list[Segment] = []
     texts: list[str] = []
-    for index, seg in enumerate(segments_iter):
+    dropped = 0
+    for seg in segments_iter:
         if should_stop is not None and should_stop():
             raise Cancelled
         words = [
@@ -108,21 +183,27 @@ def transcribe(
             for w in (seg.words or [])
             if w.word.strip()
         ]
-        segments.append(
-            Segment(
-                id=index,
-                start=_sec(seg.start),
-                end=_sec(seg.end),
-                text=seg.text.strip(),
-                avg_logprob=float(seg.avg_logprob),
-                compression_ratio=float(seg.compression_ratio),
-                no_speech_prob=float(seg.no_speech_prob),
-                temperature=float(seg.temperature or 0.0),
-                tokens=[int(t) for t in seg.tokens],
-                words=words,
-            )
+        segment = Segment(
+            id=len(segments),
+            start=_sec(seg.start),
+            end=_sec(seg.end),
+            text=seg.text.strip(),
+            avg_logprob=float(seg.avg_logprob),
+            compression_ratio=float(seg.compression_ratio),
+            no_speech_prob=float(seg.no_speech_prob),
+            temperature=float(seg.temperature or 0.0),
+            tokens=[int(t) for t in seg.tokens],
+            words=words,
         )
-        texts.append(seg.text)
+        reason = hallucination(segment, guard, speech, duration)
+        if reason is None:
+            segments.append(segment)
+            texts.append(seg.text)
+        else:
+            dropped += 1
+            log.info(
+                "dropped segment %.2f-%.2f s (%s): %r", segment.start, segment.end, reason, seg.text
+            )
         if on_progress is not None:
             on_progress(min(float(seg.end), duration), "".join(texts).strip())
     return Transcript(
@@ -131,6 +212,7 @@ def transcribe(
         duration=round(duration, 3),
         segments=segments,
         language_probability=round(float(info.language_probability), 4),
+        dropped_segments=dropped,
     )
 
 

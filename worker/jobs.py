@@ -14,7 +14,7 @@ from core.audio import RawFormat, decode
 from core.errors import UnsupportedMedia
 from core.logs import job_id_var
 from core.models import Job, JobStatus, utcnow
-from core.notify import JOB_EVENTS_CHANNEL
+from core.notify import JOB_EVENTS_CHANNEL, TextUpdate, segments_channel
 from core.queues import enqueue_webhook
 from core.storage import discard
 from worker.context import WorkerContext
@@ -186,6 +186,27 @@ class Heartbeat:
             self.stop_requested.set()
 
 
+class TextPublisher:
+    """For a streaming job: publishes the text as each segment adds to it (Redis pub/sub),
+    so the API can send it on at once. Without Redis, the API reads `text_so_far`."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str) -> None:
+        self.client = ctx.redis_client()
+        self.channel = segments_channel(job_id)
+        self.sent = ""
+
+    def __call__(self, seconds_done: float, text: str) -> None:
+        if self.client is None or text == self.sent:
+            return
+        offset = len(self.sent) if text.startswith(self.sent) else 0
+        try:
+            self.client.publish(self.channel, TextUpdate(offset, text[offset:]).encode())
+        except Exception:  # the stream falls back to the database; the job goes on
+            log.warning("could not publish text for %s; stopped publishing", self.channel)
+            self.client = None
+        self.sent = text
+
+
 def transcribe_options(claim: Claim) -> TranscribeOptions:
     opts = claim.options
     temperature = opts.get("temperature")
@@ -248,12 +269,19 @@ def _run_job(ctx: WorkerContext, job_id: str) -> None:
     duration = len(audio) / 16000
     try:
         with Heartbeat(ctx, job_id, duration) as beat:
+            publish = TextPublisher(ctx, job_id) if claim.options.get("stream") else None
+
+            def progress(seconds_done: float, text: str) -> None:
+                beat.progress(seconds_done, text)
+                if publish is not None:
+                    publish(seconds_done, text)
+
             transcript = transcribe(
                 model,
                 audio,
                 transcribe_options(claim),
                 ctx.engine_config,
-                on_progress=beat.progress,
+                on_progress=progress,
                 should_stop=beat.stop_requested.is_set,
             )
     except Cancelled:

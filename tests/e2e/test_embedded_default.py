@@ -55,6 +55,22 @@ def test_transcribes_on_the_embedded_default(embedded: LiveService) -> None:
     assert (embedded.data_dir / "broker").is_dir()
 
 
+def test_streams_without_redis(embedded: LiveService) -> None:
+    """With no Redis the stream reads the job's text from the database: the same events."""
+    c = clip("en_librispeech_1272-128104-0000.wav")
+    client = OpenAI(base_url=f"{embedded.url}/v1", api_key=embedded.key)
+    with c.path.open("rb") as f:
+        events = list(
+            client.audio.transcriptions.create(
+                model="whisper-1", file=f, language="en", stream=True
+            )
+        )
+    *deltas, done = events
+    assert done.type == "transcript.text.done" and deltas
+    assert "".join(d.delta for d in deltas) == done.text  # type: ignore[union-attr]
+    assert error_rate(c.reference, done.text, "en") <= 0.15  # type: ignore[union-attr]
+
+
 def test_second_start_does_not_print_a_new_key(embedded: LiveService) -> None:
     """The key exists in the database now, so a restart on the same data dir makes none."""
     second = start_service(embedded.data_dir, {}, workers=0, log_name="second.log")

@@ -116,8 +116,8 @@ def test_logs_are_json_with_ids_and_no_secrets(service: LiveService) -> None:
         data={"model": "ink-whisper"},
         timeout=120,
     )
-    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-1"
     job_id = r.json()["request_id"]
+    assert r.status_code == 200 and r.headers["x-request-id"] == job_id
     time.sleep(0.5)
     entries = []
     for line in service.log().splitlines():

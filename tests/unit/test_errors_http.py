@@ -30,7 +30,8 @@ from tests.support import clip
 KEY = "k1"
 BEARER = {"Authorization": f"Bearer {KEY}"}
 CARTESIA = "/stt"
-OPENAI_PATHS = ("/v1/audio/transcriptions", "/audio/transcriptions")
+TRANSLATIONS = ("/v1/audio/translations", "/audio/translations")
+OPENAI_PATHS = ("/v1/audio/transcriptions", "/audio/transcriptions", *TRANSLATIONS)
 PATHS = (CARTESIA, *OPENAI_PATHS)
 MODEL = {"model": "whisper-1"}
 
@@ -252,10 +253,28 @@ def test_invalid_language(svc: Service, path: str, language: str, wav: bytes) ->
     assert_error(r, path, 400, "invalid_request", "language")
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", [p for p in PATHS if p not in TRANSLATIONS])
 def test_english_only_model_refuses_french(svc: Service, path: str, wav: bytes) -> None:
     r = svc.post(path, data={"model": "english", "language": "fr"}, file=wav)
     assert "English-only" in assert_error(r, path, 400, "invalid_request", "language")
+
+
+@pytest.mark.parametrize("path", TRANSLATIONS)
+@pytest.mark.parametrize("language", [None, "en", "fr"])
+def test_english_only_model_cannot_translate(
+    svc: Service, path: str, language: str | None, wav: bytes
+) -> None:
+    data = {"model": "english", **({"language": language} if language else {})}
+    message = assert_error(svc.post(path, data=data, file=wav), path, 400, "invalid_request")
+    assert "cannot translate" in message and "multilingual" in message
+    assert svc.post(path, data=data, file=wav).json()["error"]["param"] == "model"
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("stream", ["yes", "2", "True!"])
+def test_bad_stream(svc: Service, path: str, stream: str, wav: bytes) -> None:
+    r = svc.post(path, data={**MODEL, "stream": stream}, file=wav)
+    assert_error(r, path, 400, "invalid_request", "stream")
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -374,7 +393,7 @@ def test_raw_audio_over_the_duration_limit(short_audio: Service) -> None:
 # --- routing ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/stt/nope", "/v1/nope", "/nope", "/v1/audio/translations"])
+@pytest.mark.parametrize("path", ["/stt/nope", "/v1/nope", "/nope", "/v1/audio/speech"])
 def test_unknown_route(svc: Service, path: str) -> None:
     assert_error(svc.client.get(path, headers=BEARER), path, 404, "not_found")
     assert_error(svc.client.post(path, headers=BEARER), path, 404, "not_found")
@@ -385,6 +404,35 @@ def test_unknown_route(svc: Service, path: str) -> None:
 def test_wrong_method(svc: Service, path: str, method: str) -> None:
     r = svc.client.request(method, path, headers=BEARER)
     assert_error(r, path, 405, "method_not_allowed")
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1"])
+def test_models_in_openais_list_shape(svc: Service, prefix: str) -> None:
+    body = svc.client.get(f"{prefix}/models", headers=BEARER).json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert ids == ["english", "ink-whisper", "ink-whisper-2025-06-04", "whisper-1"]
+    for m in body["data"]:
+        assert set(m) == {"id", "object", "created", "owned_by"}
+        assert m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"]
+    one = svc.client.get(f"{prefix}/models/whisper-1", headers=BEARER).json()
+    assert one == next(m for m in body["data"] if m["id"] == "whisper-1")
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1"])
+def test_unknown_model_id_is_a_404(svc: Service, prefix: str) -> None:
+    path = f"{prefix}/models/gpt-4o-transcribe"
+    r = svc.client.get(path, headers=BEARER)
+    assert "gpt-4o-transcribe" in assert_error(r, path, 404, "model_not_found", "model")
+
+
+@pytest.mark.parametrize("path", ["/models", "/v1/models", "/v1/models/whisper-1"])
+def test_models_need_a_key(svc: Service, path: str) -> None:
+    assert_error(svc.client.get(path), path, 401, "invalid_api_key")
+    assert_error(svc.client.get(path, headers={"Authorization": "Bearer no"}), path, 401)
 
 
 def test_liveness(svc: Service) -> None:

@@ -354,6 +354,14 @@ def test_idempotency_key_with_another_request_is_409(svc: Service) -> None:
         openai_error(conflict, 409, "conflict", "Idempotency-Key")
 
 
+def test_a_translation_is_not_the_transcription_of_the_same_form(svc: Service) -> None:
+    headers = {"Idempotency-Key": "order-44", **ASYNC}
+    svc.accepted(headers=headers, path=OPENAI)
+    with svc.nothing_kept():
+        conflict = svc.submit(headers=headers, path="/v1/audio/translations")
+        openai_error(conflict, 409, "conflict", "Idempotency-Key")
+
+
 def test_idempotency_keys_are_per_tenant(svc: Service) -> None:
     svc.add_key(OTHER_KEY, "other")
     headers = {"Idempotency-Key": "shared-name"}

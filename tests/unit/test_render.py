@@ -89,8 +89,9 @@ def test_transcript_json_words_when_there_are_none() -> None:
 def test_verbose_json_has_openai_segment_fields(transcript: Transcript) -> None:
     body = render.verbose_json(transcript, words=False, segments=True)
     assert body["task"] == "transcribe"
-    assert body["language"] == "en"
+    assert body["language"] == "english"  # OpenAI names the language
     assert body["duration"] == 3700.25
+    assert body["usage"] == {"type": "duration", "seconds": 3701}
     assert body["text"] == transcript.text
     assert "words" not in body
     segments = body["segments"]
@@ -113,8 +114,16 @@ def test_verbose_json_has_openai_segment_fields(transcript: Transcript) -> None:
 def test_verbose_json_words_only(transcript: Transcript) -> None:
     body = render.verbose_json(transcript, words=True, segments=False, task="translate")
     assert body["task"] == "translate"
+    assert body["language"] == "english"  # a translation's language is its output's
     assert "segments" not in body
+    assert "usage" not in body  # OpenAI's translation type has none
     assert [w["word"] for w in body["words"]] == ["Hello", " world.", "Goodbye."]
+
+
+def test_verbose_json_language_names() -> None:
+    for code, name in [("fr", "french"), ("yue", "cantonese"), ("haw", "hawaiian")]:
+        t = Transcript(text="", language=code, duration=0.0)
+        assert render.verbose_json(t, words=False, segments=True)["language"] == name
 
 
 def test_verbose_json_both(transcript: Transcript) -> None:
