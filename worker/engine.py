@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import ctranslate2
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from core.audio import SAMPLE_RATE, Audio
 from core.transcript import Segment, Transcript, Word
@@ -24,6 +24,8 @@ class EngineConfig:
     cpu_threads: int = 0
     beam_size: int = 5
     vad_filter: bool = True
+    batch_size: int = 0
+    """> 0: faster-whisper's BatchedInferencePipeline with this batch (needs the VAD)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,10 @@ def transcribe(
 ) -> Transcript:
     """Run the model over the audio; the lazy segment generator is consumed exactly once."""
     duration = len(audio) / SAMPLE_RATE
-    segments_iter, info = model.transcribe(
+    batched = config.batch_size > 0 and config.vad_filter
+    runner: Any = BatchedInferencePipeline(model) if batched else model
+    extra = {"batch_size": config.batch_size} if batched else {}
+    segments_iter, info = runner.transcribe(
         audio,
         language=options.language,
         task=options.task,
@@ -91,6 +96,7 @@ def transcribe(
         word_timestamps=options.word_timestamps,
         initial_prompt=options.initial_prompt,
         temperature=list(options.temperature),
+        **extra,
         **options.extra,
     )
     segments: list[Segment] = []

@@ -205,8 +205,14 @@ def raw_of(options: dict[str, Any]) -> RawFormat | None:
 
 def run_job(ctx: WorkerContext, job_id: str) -> None:
     """Do one job end to end. Raises for transient trouble, so the task can retry."""
+    from worker import chunked  # long audio is shared out as chunks; that module builds on this
+
+    if chunked.fanned_out(ctx, job_id):
+        return  # already cut into chunks: their own tasks carry it on
     claim = claim_job(ctx, job_id)
     if claim is None:
+        return
+    if chunked.run_long(ctx, claim):
         return
     try:
         audio = decode(ctx.storage.path(claim.audio_key), raw_of(claim.options))
@@ -232,7 +238,8 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
             },
         )
         return
-    model = load_model(claim.model_spec, ctx.engine_config, ctx.settings.model_cache_dir)
+    config = ctx.engine_config_for(claim.model_spec)
+    model = load_model(claim.model_spec, config, ctx.settings.model_cache_dir)
     duration = len(audio) / 16000
     try:
         with Heartbeat(ctx, job_id, duration) as beat:
@@ -240,7 +247,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
                 model,
                 audio,
                 transcribe_options(claim),
-                ctx.engine_config,
+                config,
                 on_progress=beat.progress,
                 should_stop=beat.stop_requested.is_set,
             )
