@@ -181,12 +181,29 @@ def api_under_load(
             ),
         )
 
+    async def cost(requests: list[bytes], count: int) -> float:
+        """The API's CPU per request, one request at a time (ms), over the requests."""
+        connection = Connection(host, port)
+        await connection.send(requests[0])
+        before = cpu_seconds(api_pid)
+        for i in range(count):
+            await connection.send(requests[i % len(requests)])
+        connection.close()
+        return round((cpu_seconds(api_pid) - before) / count * 1000, 2)
+
+    poll_ms = asyncio.run(cost(gets, 200))
+    submit_ms = asyncio.run(cost(post, 40))
     cpu_before, wall_before = cpu_seconds(api_pid), time.monotonic()
     asyncio.run(main())
     api_cpu = (cpu_seconds(api_pid) - cpu_before) / (time.monotonic() - wall_before)
     return {
         "clients": {"pollers": pollers, "submitters": submitters},
         "api_cpu_cores": round(api_cpu, 2),
+        "api_cpu_ms_per_poll": poll_ms,
+        "api_cpu_ms_per_submit": submit_ms,
+        "api_cores_needed": round(
+            (pollers / poll_every * poll_ms + submitters / submit_every * submit_ms) / 1000, 2
+        ),
         "seconds": seconds,
         "warm_up_s": WARM_UP_S,
         "poll_every_s": poll_every,

@@ -4,6 +4,8 @@ short synchronous calls, the API under load, upload memory, and batched vs seque
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -178,11 +180,34 @@ def _chunks(database_url: str, job_id: str) -> dict[str, Any]:
             ).all()
     finally:
         engine.dispose()
+    per_worker: dict[str, int] = {}
+    for r in rows:
+        per_worker[str(r.worker)] = per_worker.get(str(r.worker), 0) + 1
     return {
         "chunks": len(rows),
         "chunk_s": [round(r.end_s - r.start_s, 1) for r in rows],
-        "workers": len({r.worker for r in rows}),
+        "workers": len(per_worker),
+        "chunks_per_worker": sorted(per_worker.values(), reverse=True),
     }
+
+
+_SPIN = "n = 0\nfor i in range({}):\n    n += i"
+
+
+def cpu_parallelism(iterations: int = 30_000_000) -> float:
+    """A control for figure 2: the wall time of a fixed CPU-bound job split over two
+    processes, over one process doing all of it. 0.5 on two idle cores; nearer 1.0 the
+    more of the CPU other work takes (the best pool scaling the machine allows now)."""
+
+    def wall(parts: int) -> float:
+        code = _SPIN.format(iterations // parts)
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(parts)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - started
+
+    return round(wall(2) / wall(1), 3)
 
 
 def _warm(svc: Any, workers: int) -> list[str]:
@@ -213,6 +238,7 @@ def pool_scaling(
     thread each); the two-worker result's WER against the unchunked run's."""
     runs: dict[int, dict[str, Any]] = {}
     ids: list[str] = []
+    control = cpu_parallelism()
     for workers in (1, 2):
         with services.run(
             workers,
@@ -249,6 +275,8 @@ def pool_scaling(
             settings=settings,
             one_worker=runs[1],
             two_workers=runs[2],
+            cpu_parallelism_control=control,
+            cpu_parallelism_control_after=cpu_parallelism(),
         ),
         figure(
             "chunked_wer",
