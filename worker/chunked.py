@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -65,10 +65,12 @@ def run_long(ctx: WorkerContext, claim: Claim) -> bool:
         duration = session.execute(select(Job.duration).where(Job.id == claim.job_id)).scalar()
     if duration is None or duration <= ctx.settings.chunk_threshold_s:
         return False
-    plan = _plan(ctx, claim, float(duration))
-    if plan is not None:
+    with Heartbeat(ctx, claim.job_id, float(duration)) as beat:  # the job is ours till fanned out
+        plan = _plan(ctx, claim, float(duration), beat.stop_requested.is_set)
+        if plan is None:
+            return True
         language, probability = _language(ctx, claim, plan)
-        _fan_out(ctx, claim, plan, language, probability)
+    _fan_out(ctx, claim, plan, language, probability)
     return True
 
 
@@ -76,17 +78,16 @@ def _failed(code: str, message: str) -> dict[str, Any]:
     return {"status": JobStatus.failed.value, "error_code": code, "error_message": message}
 
 
-def _plan(ctx: WorkerContext, claim: Claim, duration: float) -> Plan | None:
+def _plan(
+    ctx: WorkerContext, claim: Claim, duration: float, should_stop: Callable[[], bool]
+) -> Plan | None:
     try:
-        with (
-            audio_file(ctx, claim.audio_key) as path,
-            Heartbeat(ctx, claim.job_id, duration) as beat,
-        ):
+        with audio_file(ctx, claim.audio_key) as path:
             plan = plan_chunks(
                 iter_decoded(path, raw_of(claim.options)),
                 duration,
                 ctx.settings.chunk_target_s,
-                should_stop=beat.stop_requested.is_set,
+                should_stop=should_stop,
             )
     except PlanStopped:
         log.info("job %s stopped while planning: cancelled or taken over", claim.job_id)
