@@ -245,3 +245,113 @@ def decode(path: Path, raw: RawFormat | None = None) -> Audio:
     if audio.size == 0:
         raise UnsupportedMedia("the file contains no decodable audio")
     return audio
+
+
+SEEK_PREROLL_S = 1.0
+"""Decoding starts this long before a window, so that codecs with overlapping frames (mp3,
+aac, opus) have settled by the window's first sample; the extra samples are dropped."""
+
+
+def _raw_window_frames(
+    path: Path, fmt: RawFormat, start_s: float
+) -> tuple[float, Iterator[av.AudioFrame]]:
+    first = max(0, int(start_s * fmt.sample_rate))
+
+    def frames() -> Iterator[av.AudioFrame]:
+        chunk_bytes = _CHUNK_SAMPLES * fmt.sample_width
+        with path.open("rb") as handle:
+            handle.seek(first * fmt.sample_width)
+            while data := handle.read(chunk_bytes):
+                samples = _raw_to_float(data, fmt)
+                if samples.size == 0:
+                    continue
+                frame = av.AudioFrame.from_ndarray(
+                    samples.reshape(1, -1), format="flt", layout="mono"
+                )
+                frame.sample_rate = fmt.sample_rate
+                yield frame
+
+    return first / fmt.sample_rate, frames()
+
+
+def _seeked_frames(
+    container: av.container.InputContainer, stream: av.AudioStream, start_s: float
+) -> tuple[float, Iterator[av.AudioFrame]] | None:
+    """Frames from a keyframe at or before `start_s` and the time of the first one (on the
+    timeline `decode` uses: its first sample is 0), or None where the file cannot seek."""
+    tb = stream.time_base
+    if tb is None:
+        return None
+    origin = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+    target = max(0.0, start_s - SEEK_PREROLL_S)
+    if target <= 0:
+        return None
+    try:
+        container.seek(int((origin + target) / tb), stream=stream, backward=True)
+    except (av.FFmpegError, ValueError, OSError):
+        return None
+    frames = _frames(container, stream)
+    for frame in frames:
+        if frame.pts is None:
+            return None
+        first = float(frame.pts * tb) - origin
+        if first > start_s or first < 0:
+            return None  # overshot (or an odd timeline): decode from the start instead
+
+        def chained(head: av.AudioFrame = frame) -> Iterator[av.AudioFrame]:
+            yield head
+            yield from frames
+
+        return first, chained()
+    return None
+
+
+def _take(blocks: Iterator[Audio], block_start: int, first: int, count: int) -> tuple[Audio, int]:
+    """Samples [first, first + count) of a stream of blocks whose first sample is number
+    `block_start`; also how many samples were seen (to tell the end of the file)."""
+    out = np.zeros(count, dtype=np.float32)
+    filled = 0
+    position = block_start
+    for block in blocks:
+        end = position + len(block)
+        if end > first:
+            lo = max(first - position, 0)
+            hi = min(len(block), first + count - position)
+            if hi > lo:
+                out[filled : filled + hi - lo] = block[lo:hi]
+                filled += hi - lo
+        position = end
+        if filled >= count:
+            break
+    return out[:filled], position
+
+
+def read_window(path: Path, start_s: float, end_s: float, raw: RawFormat | None = None) -> Audio:
+    """Samples [start_s, end_s) of the file at 16 kHz mono, on the same timeline as
+    `decode`, holding no more than the window: the file is seeked to just before the
+    window where its format allows (else decoded from the start, keeping nothing before)."""
+    first = max(0, round(start_s * SAMPLE_RATE))
+    count = max(0, round(end_s * SAMPLE_RATE) - first)
+    if count == 0:
+        return np.zeros(0, dtype=np.float32)
+    if raw is not None:
+        begins, frames = _raw_window_frames(path, raw, start_s)
+        block_start = round(begins * SAMPLE_RATE)
+        audio, _ = _take(_resampled(frames), block_start, first, count)
+        return audio
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise UnsupportedMedia("the file has no audio stream")
+            stream = container.streams.audio[0]
+            seeked = _seeked_frames(container, stream, start_s)
+            if seeked is not None:
+                begins, frames = seeked
+                block_start = round(begins * SAMPLE_RATE)
+                audio, _ = _take(_resampled(frames), block_start, first, count)
+                return audio
+        return _take(iter_decoded(path), 0, first, count)[0]
+    except UnsupportedMedia:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, OSError, EOFError) as exc:
+        raise UnsupportedMedia(f"the audio could not be decoded: {_reason(exc)}") from exc

@@ -131,3 +131,37 @@ class WorkerSeen(Base):
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChunkStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+
+
+class JobChunk(Base):
+    """One window of a long job's audio, transcribed as its own task by any worker.
+
+    The job is done when every chunk has succeeded; the chunk that finishes last merges
+    their segments (already on the job's absolute timeline) into the job's transcript."""
+
+    __tablename__ = "job_chunks"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default=ChunkStatus.queued.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    done_s: Mapped[float] = mapped_column(Float, default=0.0)
+    """Seconds of this chunk transcribed so far (for the job's progress)."""
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The chunk's transcript, times absolute; cleared once merged into the job."""
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (Index("ix_job_chunks_status", "status"),)

@@ -9,6 +9,8 @@ from celery import Celery
 from core.settings import Settings
 
 TRANSCRIBE_TASK = "stt.transcribe"
+CHUNK_TASK = "stt.transcribe_chunk"
+"""One chunk of a long job; its message carries `chunk_ref(job_id, index)`."""
 RECONCILE_TASK = "stt.reconcile"
 WEBHOOK_TASK = "stt.webhook"
 
@@ -70,6 +72,29 @@ def enqueue(app: Celery, job_id: str, queue: str) -> None:
     app.send_task(
         TRANSCRIBE_TASK,
         args=[job_id],
+        queue=queue,
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+
+
+def chunk_ref(job_id: str, index: int) -> str:
+    """A chunk's id in messages: `<job id>:<index>`."""
+    return f"{job_id}:{index}"
+
+
+def parse_chunk_ref(ref: str) -> tuple[str, int]:
+    job_id, _, index = ref.rpartition(":")
+    if not job_id or not index.isdigit():
+        raise ValueError(f"not a chunk reference: {ref!r}")
+    return job_id, int(index)
+
+
+def enqueue_chunk(app: Celery, job_id: str, index: int, queue: str) -> None:
+    """Send one chunk of a long job to the workers, on the job's own queue."""
+    app.send_task(
+        CHUNK_TASK,
+        args=[chunk_ref(job_id, index)],
         queue=queue,
         retry=True,
         retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},

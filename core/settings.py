@@ -77,6 +77,12 @@ class Settings:
     subtitle_max_line_chars: int = 42
     subtitle_max_lines: int = 2
     subtitle_max_cue_s: float = 6.0
+    chunk_threshold_s: float = 600.0
+    """Audio longer than this is cut into chunks that the worker pool shares."""
+    chunk_target_s: float = 300.0
+    """About how long each chunk is (cuts are placed in silences near multiples of it)."""
+    batch_size: int | None = None
+    """faster-whisper's batched pipeline with this batch; 0 sequential; None chosen per model."""
 
     @property
     def audio_dir(self) -> Path:
@@ -193,12 +199,36 @@ def _storage_url(raw: str | None) -> str | None:
     raise ConfigError(f"STT_STORAGE_URL must be file:///dir or s3://bucket/prefix, got {raw!r}")
 
 
+def _batch_size(raw: str | None) -> int | None:
+    value = (raw or "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    try:
+        size = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"STT_BATCH_SIZE must be 'auto' or an integer, got {raw!r}") from exc
+    if size < 0:
+        raise ConfigError(f"STT_BATCH_SIZE must be 0 or more, got {raw!r}")
+    return size
+
+
+def _chunking(env: Mapping[str, str]) -> tuple[float, float]:
+    threshold = float(_num(env, "STT_CHUNK_THRESHOLD_S", 600.0, float))
+    target = float(_num(env, "STT_CHUNK_TARGET_S", 300.0, float))
+    if target < 10:
+        raise ConfigError(f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {target}")
+    if threshold < target:
+        raise ConfigError("STT_CHUNK_THRESHOLD_S must not be below STT_CHUNK_TARGET_S")
+    return threshold, target
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
     data_dir = Path(env.get("STT_DATA_DIR") or "data").resolve()
     redis_url = env.get("REDIS_URL") or None
     database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'stt.db'}"
+    chunk_threshold_s, chunk_target_s = _chunking(env)
     broker_url = env.get("STT_BROKER_URL") or redis_url or "filesystem://"
     return Settings(
         data_dir=data_dir,
@@ -257,4 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         subtitle_max_line_chars=int(_positive(env, "STT_SUBTITLE_MAX_LINE_CHARS", 42, int)),
         subtitle_max_lines=int(_positive(env, "STT_SUBTITLE_MAX_LINES", 2, int)),
         subtitle_max_cue_s=_positive(env, "STT_SUBTITLE_MAX_CUE_S", 6.0, float),
+        chunk_threshold_s=chunk_threshold_s,
+        chunk_target_s=chunk_target_s,
+        batch_size=_batch_size(env.get("STT_BATCH_SIZE")),
     )

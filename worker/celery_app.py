@@ -8,8 +8,16 @@ from typing import Any
 from celery import Celery, Task
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core.queues import RECONCILE_TASK, TRANSCRIBE_TASK, WEBHOOK_TASK, make_celery
+from core.queues import (
+    CHUNK_TASK,
+    RECONCILE_TASK,
+    TRANSCRIBE_TASK,
+    WEBHOOK_TASK,
+    make_celery,
+    parse_chunk_ref,
+)
 from core.settings import Settings
+from worker.chunked import fail_job, release_chunk, run_chunk
 from worker.context import WorkerContext
 from worker.jobs import finish, release, run_job
 
@@ -57,6 +65,35 @@ def create_worker_app(settings: Settings) -> Celery:
                     "error_code": "transcription_failed",
                     "error_message": f"{type(exc).__name__}: {exc}"[:2000],
                 },
+            )
+            raise
+
+    @app.task(
+        shared=False,
+        name=CHUNK_TASK,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        max_retries=settings.max_attempts,
+    )
+    def chunk_task(self: Task[Any, Any], ref: str) -> None:
+        """One chunk of a long job (`<job id>:<index>`); retried like a job."""
+        try:
+            run_chunk(ctx, ref)
+        except TRANSIENT_ERRORS as exc:
+            try:
+                release_chunk(ctx, ref)
+            except Exception:
+                log.warning("could not release chunk %s", ref, exc_info=True)
+            countdown = min(2**self.request.retries, 60)
+            raise self.retry(exc=exc, countdown=countdown) from exc  # type: ignore[arg-type]
+        except Exception as exc:
+            log.exception("chunk %s failed", ref)
+            fail_job(
+                ctx,
+                parse_chunk_ref(ref)[0],
+                "transcription_failed",
+                f"{type(exc).__name__}: {exc}"[:2000],
             )
             raise
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, session_factory
 from core.settings import Settings
 from core.storage import Storage, make_storage
-from worker.engine import EngineConfig, GuardConfig
+from worker.batching import batch_size_for
+from worker.engine import EngineConfig, GuardConfig, resolve_device
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -72,6 +74,13 @@ class WorkerContext:
                 compression_ratio_threshold=s.compression_ratio_threshold,
             ),
         )
+
+    def engine_config_for(self, model_spec: str) -> EngineConfig:
+        """The engine settings with the batch size for this model on this device."""
+        config = self.engine_config
+        device, _ = resolve_device(config.device, config.compute_type)
+        batch = batch_size_for(self.settings.batch_size, model_spec, device)
+        return replace(config, batch_size=batch)
 
     @property
     def worker_name(self) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ctranslate2
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from core.audio import SAMPLE_RATE, Audio
@@ -47,6 +47,8 @@ class EngineConfig:
     beam_size: int = 5
     vad_filter: bool = True
     guard: GuardConfig = field(default_factory=GuardConfig)
+    batch_size: int = 0
+    """> 0: faster-whisper's BatchedInferencePipeline with this batch (needs the VAD)."""
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,10 @@ def transcribe(
     duration = len(audio) / SAMPLE_RATE
     guard = config.guard
     speech = speech_spans(audio) if guard.enabled and not config.vad_filter else None
-    segments_iter, info = model.transcribe(
+    batched = config.batch_size > 0 and config.vad_filter
+    runner: Any = BatchedInferencePipeline(model) if batched else model
+    extra = {"batch_size": config.batch_size} if batched else {}
+    segments_iter, info = runner.transcribe(
         audio,
         language=options.language,
         task=options.task,
@@ -165,6 +170,7 @@ def transcribe(
         no_speech_threshold=guard.no_speech_threshold,
         log_prob_threshold=guard.logprob_threshold,
         compression_ratio_threshold=guard.compression_ratio_threshold,
+        **extra,
         **options.extra,
     )
     segments: list[Segment] = []

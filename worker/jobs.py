@@ -236,8 +236,14 @@ def run_job(ctx: WorkerContext, job_id: str) -> None:
 
 
 def _run_job(ctx: WorkerContext, job_id: str) -> None:
+    from worker import chunked  # long audio is shared out as chunks; that module builds on this
+
+    if chunked.fanned_out(ctx, job_id):
+        return  # already cut into chunks: their own tasks carry it on
     claim = claim_job(ctx, job_id)
     if claim is None:
+        return
+    if chunked.run_long(ctx, claim):
         return
     try:
         # An object store's audio is streamed to this machine's scratch dir for the decode.
@@ -265,7 +271,8 @@ def _run_job(ctx: WorkerContext, job_id: str) -> None:
             },
         )
         return
-    model = load_model(claim.model_spec, ctx.engine_config, ctx.settings.model_cache_dir)
+    config = ctx.engine_config_for(claim.model_spec)
+    model = load_model(claim.model_spec, config, ctx.settings.model_cache_dir)
     duration = len(audio) / 16000
     try:
         with Heartbeat(ctx, job_id, duration) as beat:
@@ -280,7 +287,7 @@ def _run_job(ctx: WorkerContext, job_id: str) -> None:
                 model,
                 audio,
                 transcribe_options(claim),
-                ctx.engine_config,
+                config,
                 on_progress=progress,
                 should_stop=beat.stop_requested.is_set,
             )

@@ -2,9 +2,12 @@
 
 Two kinds of loss: a job `running` whose heartbeat went stale (its worker died, even by
 `kill -9`), and a job `queued` whose message is no longer in the broker (Redis restarted or
-was flushed). The sweep runs on a timer thread in every worker's main process, guarded by a
-short Redis lock so that one sweep runs at a time: nothing extra to deploy, and wherever
-work can be done, lost work is found.
+was flushed). The chunks of a long job (`worker/chunked.py`) are looked after the same way,
+each on its own: a job cut into chunks has no worker of its own to go stale.
+
+The sweep runs on a timer thread in every worker's main process, guarded by a short Redis
+lock so that one sweep runs at a time: nothing extra to deploy, and wherever work can be
+done, lost work is found.
 
 Every few minutes the sweep also removes stored audio that no queued or running job needs:
 an upload whose API process died before its job row was written, a delete that failed
@@ -24,9 +27,10 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy import ColumnElement, delete, or_, select, update
 
-from core.models import Job, JobStatus, WorkerSeen, utcnow
-from core.queues import ALL_QUEUES, enqueue
+from core.models import ChunkStatus, Job, JobChunk, JobStatus, WorkerSeen, utcnow
+from core.queues import ALL_QUEUES, chunk_ref, enqueue, enqueue_chunk
 from core.storage import discard, is_audio_key
+from worker.chunked import CHUNKED
 from worker.context import WorkerContext
 
 log = logging.getLogger("stt.reconciler")
@@ -68,7 +72,9 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
     with ctx.db()() as session, session.begin():
         stale = session.execute(
             select(Job.id, Job.queue).where(
-                Job.status == JobStatus.running.value, Job.heartbeat_at < stale_before
+                Job.status == JobStatus.running.value,
+                Job.heartbeat_at < stale_before,
+                or_(Job.worker.is_(None), Job.worker != CHUNKED),
             )
         ).all()
         for job_id, queue in stale:
@@ -98,6 +104,61 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
                     log.warning("job %s: message lost from the broker; requeued", job_id)
     for job_id, queue in requeue:
         enqueue(app, job_id, queue)
+    return len(requeue) + _reconcile_chunks(ctx, app, held)
+
+
+def _reconcile_chunks(ctx: WorkerContext, app: Celery, held: str | None) -> int:
+    """Chunks of running jobs whose worker stopped beating, or whose message was lost."""
+    now = utcnow()
+    before = now - timedelta(seconds=ctx.settings.stale_after_s)
+    requeue: list[tuple[str, int, str]] = []
+    with ctx.db()() as session, session.begin():
+        stale = session.execute(
+            select(JobChunk.job_id, JobChunk.index, Job.queue)
+            .join(Job, Job.id == JobChunk.job_id)
+            .where(
+                Job.status == JobStatus.running.value,
+                JobChunk.status == ChunkStatus.running.value,
+                JobChunk.heartbeat_at < before,
+            )
+        ).all()
+        for job_id, index, queue in stale:
+            changed = session.execute(
+                update(JobChunk)
+                .where(
+                    JobChunk.job_id == job_id,
+                    JobChunk.index == index,
+                    JobChunk.status == ChunkStatus.running.value,
+                    JobChunk.heartbeat_at < before,
+                )
+                .values(status=ChunkStatus.queued.value, worker=None, enqueued_at=now)
+            ).rowcount  # type: ignore[attr-defined]
+            if changed:
+                requeue.append((job_id, index, queue))
+                log.warning("chunk %s:%d: worker stopped beating; requeued", job_id, index)
+        if held is not None:
+            queued = session.execute(
+                select(JobChunk.job_id, JobChunk.index, Job.queue)
+                .join(Job, Job.id == JobChunk.job_id)
+                .where(
+                    Job.status == JobStatus.running.value,
+                    JobChunk.status == ChunkStatus.queued.value,
+                    JobChunk.enqueued_at < before,
+                )
+            ).all()
+            for job_id, index, queue in queued:
+                # A message names its chunk as `'<job id>:<index>'` (the task's argsrepr).
+                if f"{chunk_ref(job_id, index)}'" in held or (job_id, index, queue) in requeue:
+                    continue
+                session.execute(
+                    update(JobChunk)
+                    .where(JobChunk.job_id == job_id, JobChunk.index == index)
+                    .values(enqueued_at=now)
+                )
+                requeue.append((job_id, index, queue))
+                log.warning("chunk %s:%d: message lost from the broker; requeued", job_id, index)
+    for job_id, index, queue in requeue:
+        enqueue_chunk(app, job_id, index, queue)
     return len(requeue)
 
 

@@ -15,6 +15,8 @@ from core.models import Base
 
 pytestmark = pytest.mark.integration
 
+TABLES = {"jobs", "api_keys", "webhook_deliveries", "workers_seen", "job_chunks"}
+
 
 def _tables(url: str) -> set[str]:
     engine = make_engine(url)
@@ -42,11 +44,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_up_down_up(db_url: str) -> None:
     upgrade(db_url)
-    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries", "workers_seen"}
+    assert _tables(db_url) == TABLES
     downgrade(db_url)
     assert _tables(db_url) == set()
     upgrade(db_url)
-    assert _tables(db_url) == {"jobs", "api_keys", "webhook_deliveries", "workers_seen"}
+    assert _tables(db_url) == TABLES
 
 
 def test_migrations_match_models(db_url: str) -> None:

@@ -231,3 +231,43 @@ def test_s3_parts_grow_with_the_upload_limit(tmp_path: Path) -> None:
     huge = make_storage(load_settings({**base, "STT_MAX_UPLOAD_BYTES": str(200 * 1024**3)}))
     assert isinstance(huge, S3Storage)
     assert huge.part_size * 10_000 >= 200 * 1024**3
+
+
+def test_limits_default_to_two_gigabytes_and_ten_hours() -> None:
+    s = load_settings({})
+    assert s.max_upload_bytes == 2 * 1024**3
+    assert s.max_audio_seconds == 10 * 3600
+
+
+def test_chunking_defaults_and_overrides() -> None:
+    s = load_settings({})
+    assert (s.chunk_threshold_s, s.chunk_target_s) == (600.0, 300.0)
+    s = load_settings({"STT_CHUNK_THRESHOLD_S": "60", "STT_CHUNK_TARGET_S": "40"})
+    assert (s.chunk_threshold_s, s.chunk_target_s) == (60.0, 40.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "match"),
+    [
+        ({"STT_CHUNK_TARGET_S": "5"}, "STT_CHUNK_TARGET_S"),
+        ({"STT_CHUNK_THRESHOLD_S": "100", "STT_CHUNK_TARGET_S": "300"}, "STT_CHUNK_THRESHOLD_S"),
+        ({"STT_CHUNK_THRESHOLD_S": "soon"}, "STT_CHUNK_THRESHOLD_S"),
+    ],
+)
+def test_bad_chunking_raises(env: dict[str, str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_settings(env)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, None), ("", None), ("auto", None), ("0", 0), ("16", 16)]
+)
+def test_batch_size_is_auto_or_a_number(raw: str | None, expected: int | None) -> None:
+    env = {} if raw is None else {"STT_BATCH_SIZE": raw}
+    assert load_settings(env).batch_size == expected
+
+
+@pytest.mark.parametrize("raw", ["-1", "many"])
+def test_bad_batch_size_raises(raw: str) -> None:
+    with pytest.raises(ConfigError, match="STT_BATCH_SIZE"):
+        load_settings({"STT_BATCH_SIZE": raw})
