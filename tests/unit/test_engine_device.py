@@ -28,7 +28,3 @@ def test_resolve_device(
 ) -> None:
     monkeypatch.setattr(engine.ctranslate2, "get_cuda_device_count", lambda: gpus)
     assert engine.resolve_device(device, compute) == expected
-
-
-def test_this_machine_has_no_gpu_so_auto_is_cpu_int8() -> None:
-    assert engine.resolve_device("auto", "auto") == ("cpu", "int8")
