@@ -309,6 +309,10 @@ def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[di
         load = api_under_load(
             api.url, api.proc.pid, ids, clip(TINY_JOB).path, seconds=cfg.load_seconds
         )
+        # The same pollers with nobody submitting: how much of the latency is the uploads'.
+        polls_only = api_under_load(
+            api.url, api.proc.pid, ids, clip(TINY_JOB).path, seconds=cfg.load_seconds, submitters=0
+        )
         upload = upload_memory(api.url, api.proc.pid, cfg.upload_bytes)
     polls, submits = load["polls"], load["submits"]
     errors = polls["errors"] + submits["errors"]
@@ -322,6 +326,10 @@ def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[di
             "< 100, 0 errors",
             polls["p99_ms"] < 100 and errors == 0,
             **load,
+            polls_only={
+                "polls": polls_only["polls"],
+                "api_cpu_cores": polls_only["api_cpu_cores"],
+            },
         ),
         figure(
             "upload_memory",
