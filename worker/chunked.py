@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from core.audio import iter_decoded, read_window
+from core.audio import Audio, iter_decoded, read_window
 from core.errors import FailureCode, UnsupportedMedia
 from core.jobspec import ChunkPlan
 from core.models import Job
@@ -115,6 +115,21 @@ def _fan_out(
     lifecycle.announce(ctx, claim.job_id)
 
 
+def _read_window(
+    ctx: WorkerContext, claim: lifecycle.ChunkClaim, start: float, end: float
+) -> Audio | None:
+    """The chunk's window of the job's audio; None (the job failed) when it is unreadable."""
+    job_id = claim.job.job_id
+    try:
+        with ctx.storage.local_copy(claim.job.audio_key) as path:
+            return read_window(path, start, end, claim.job.options.raw)
+    except UnsupportedMedia as exc:
+        lifecycle.fail_chunked(ctx, job_id, FailureCode(exc.code), exc.message)
+    except FileNotFoundError:
+        lifecycle.fail_chunked(ctx, job_id, FailureCode.audio_missing, "the job's audio is gone")
+    return None
+
+
 def run_chunk(ctx: WorkerContext, ref: str) -> None:
     """Transcribe one chunk and store it; the last one to finish completes the job."""
     job_id, index = parse_chunk_ref(ref)
@@ -123,17 +138,13 @@ def run_chunk(ctx: WorkerContext, ref: str) -> None:
         return
     start, end = window_of(claim.span, claim.duration)
     try:
-        with ctx.storage.local_copy(claim.job.audio_key) as path:
-            audio = read_window(path, start, end, claim.job.options.raw)
-    except UnsupportedMedia as exc:
-        lifecycle.fail_chunked(ctx, job_id, FailureCode(exc.code), exc.message)
-        return
-    except FileNotFoundError:
-        lifecycle.fail_chunked(ctx, job_id, FailureCode.audio_missing, "the job's audio is gone")
-        return
-    model, config = ctx.model_for(claim.job.model_spec)
-    try:
+        # Beating from the claim on: reading the window and a first model load can take
+        # longer than the stale window on a busy machine, and the chunk would be requeued.
         with chunk_heartbeat(ctx, job_id, index) as heartbeat:
+            audio = _read_window(ctx, claim, start, end)
+            if audio is None:
+                return
+            model, config = ctx.model_for(claim.job.model_spec)
             local = ctx.transcribe(
                 model,
                 audio,

@@ -50,9 +50,10 @@ def run_whole(ctx: WorkerContext, claim: Claim) -> None:
     except FileNotFoundError:
         lifecycle.fail(ctx, job_id, FailureCode.audio_missing, "the job's audio is gone")
         return
-    model, config = ctx.model_for(claim.model_spec)
     try:
         with job_heartbeat(ctx, job_id, len(audio) / 16000) as beat:
+            # A first model load can outlast the stale window: the heartbeat covers it.
+            model, config = ctx.model_for(claim.model_spec)
             publish = TextPublisher(ctx, job_id) if claim.options.stream else None
 
             def progress(seconds_done: float, text: str) -> None:
