@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from core.errors import (
     TranscriptionFailed,
     UnsupportedMedia,
 )
+from core.jobspec import JobOptions
 from core.languages import validate_language
 from core.model_registry import resolve_model
 from core.models import Job, JobStatus, new_id, utcnow
@@ -122,19 +123,15 @@ def parse_spec(
     stream = _stream(form.get("stream"))
     # Subtitles are cut into readable cues at word boundaries, so they need word timestamps.
     word_timestamps = "word" in granularities or response_format in SUBTITLE_FORMATS
-    options: dict[str, Any] = {"word_timestamps": word_timestamps}
-    if task != "transcribe":
-        options["task"] = task
-    if stream:
-        options["stream"] = True
-    prompt = form.get("prompt")
-    if prompt:
-        options["prompt"] = prompt
     temperature = _temperature(form.get("temperature"))
-    if temperature is not None:
-        options["temperature"] = temperature
-    if raw is not None:
-        options["raw"] = {"encoding": raw.encoding, "sample_rate": raw.sample_rate}
+    options = JobOptions(
+        word_timestamps=word_timestamps,
+        task=task,
+        stream=stream,
+        prompt=form.get("prompt") or None,
+        temperature=temperature,
+        raw=raw,
+    ).to_dict()
     return TranscriptionSpec(
         model=model.name,
         model_spec=model.spec,
@@ -315,11 +312,11 @@ async def submit(
             model=spec.model,
             model_spec=spec.model_spec,
             language=spec.language,
-            options={
-                **spec.options,
-                "granularities": list(spec.granularities),
-                "response_format": spec.response_format,
-            },
+            options=replace(
+                JobOptions.from_dict(spec.options),
+                granularities=tuple(spec.granularities),
+                response_format=spec.response_format,
+            ).to_dict(),
             audio_key=audio_key,
             audio_bytes=form.file.size,
             duration=round(duration, 3),

@@ -12,9 +12,14 @@ SttError                     (status, code)
 ├── ServiceUnavailable       503 service_unavailable
 └── TranscriptionFailed      500 transcription_failed  (the worker failed; never client input)
 ConfigError                  raised at start-up for bad settings, never over HTTP
+
+A failed job stores one `FailureCode` (its `error_code`): the codes of the tree that a
+worker can end a job with, plus the few that only the job's life can give.
 """
 
 from __future__ import annotations
+
+import enum
 
 
 class ConfigError(ValueError):
@@ -112,3 +117,13 @@ ALL_ERRORS: tuple[type[SttError], ...] = (
     ServiceUnavailable,
     TranscriptionFailed,
 )
+
+
+class FailureCode(enum.StrEnum):
+    """Why a job ended without a transcript (`jobs.error_code`)."""
+
+    transcription_failed = TranscriptionFailed.code
+    unsupported_audio = UnsupportedMedia.code
+    audio_missing = "audio_missing"
+    too_many_attempts = "too_many_attempts"
+    cancelled = "cancelled"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from core.jobspec import JobOptions
 from core.models import Job, JobStatus
 from core.transcript import Transcript
 
@@ -14,8 +15,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def job_json(job: Job, *, include_result: bool = True) -> dict[str, Any]:
-    options = job.options or {}
-    words = "word" in (options.get("granularities") or [])
+    words = JobOptions.from_dict(job.options).words
     result = None
     if include_result and job.result is not None:
         result = Transcript.from_dict(job.result).response(job.id, words=words)

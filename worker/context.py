@@ -1,24 +1,50 @@
-"""What a worker process needs, built from settings once per process (after fork)."""
+"""What a worker process needs, built from settings once per process (after fork).
+
+The context is also where tests swap parts: `load_model`, `transcribe`, `find_speech` (the
+chunk planner's speech finder) and `enqueue_job`/`enqueue_chunk` are plain attributes."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis import Redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.audio import Audio
 from core.db import make_engine, session_factory
+from core.queues import enqueue, enqueue_chunk
 from core.settings import Settings
 from core.storage import Storage, make_storage
+from core.transcript import Transcript
+from worker import engine
 from worker.batching import batch_size_for
-from worker.engine import EngineConfig, GuardConfig, resolve_device
+from worker.chunk_plan import SpeechFinder, silero_speech
+from worker.engine import EngineConfig, GuardConfig, TranscribeOptions, resolve_device
 
 if TYPE_CHECKING:
     from celery import Celery
+
+
+class ModelLoader(Protocol):
+    def __call__(self, spec: str, config: EngineConfig, cache_dir: Path) -> Any: ...
+
+
+class Transcriber(Protocol):
+    def __call__(
+        self,
+        model: Any,
+        audio: Audio,
+        options: TranscribeOptions,
+        config: EngineConfig,
+        on_progress: Callable[[float, str], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Transcript: ...
 
 
 class WorkerContext:
@@ -29,6 +55,17 @@ class WorkerContext:
         self.app = app
         """The Celery app, to send follow-up work (webhooks, requeues)."""
         self._pid = os.getpid()
+        self.load_model: ModelLoader = engine.load_model
+        self.transcribe: Transcriber = engine.transcribe
+        self.find_speech: SpeechFinder = silero_speech
+        self.enqueue_job: Callable[[str, str], None] = lambda job_id, queue: enqueue(
+            self.app, job_id, queue
+        )
+        """Send a job (id, queue) to the workers."""
+        self.enqueue_chunk: Callable[[str, int, str], None] = lambda job_id, index, queue: (
+            enqueue_chunk(self.app, job_id, index, queue)
+        )
+        """Send one chunk (job id, index, queue) to the workers."""
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:  # a prefork child must not share its parent's sockets
@@ -81,6 +118,11 @@ class WorkerContext:
         device, _ = resolve_device(config.device, config.compute_type)
         batch = batch_size_for(self.settings.batch_size, model_spec, device)
         return replace(config, batch_size=batch)
+
+    def model_for(self, model_spec: str) -> tuple[Any, EngineConfig]:
+        """The loaded model (once per process) and the engine settings for it."""
+        config = self.engine_config_for(model_spec)
+        return self.load_model(model_spec, config, self.settings.model_cache_dir), config
 
     @property
     def worker_name(self) -> str:

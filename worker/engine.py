@@ -16,6 +16,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from core.audio import SAMPLE_RATE, Audio
+from core.jobspec import JobOptions
 from core.transcript import Segment, Transcript, Word
 from worker.bundled_models import resolve_model_path
 
@@ -59,6 +60,19 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def transcribe_options(job: JobOptions, language: str | None) -> TranscribeOptions:
+    """What the job asked for, as the engine takes it: a temperature of 0 (or none) keeps
+    the fallback ladder; any other is used alone."""
+    fixed = job.temperature
+    return TranscribeOptions(
+        language=language,
+        word_timestamps=job.word_timestamps,
+        task=job.task,
+        initial_prompt=job.prompt,
+        temperature=(fixed,) if fixed else TranscribeOptions().temperature,
+    )
 
 
 class Cancelled(Exception):

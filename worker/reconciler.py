@@ -28,10 +28,10 @@ from celery import Celery
 from sqlalchemy import ColumnElement, delete, or_, select, update
 
 from core.models import ChunkStatus, Job, JobChunk, JobStatus, WorkerSeen, utcnow
-from core.queues import ALL_QUEUES, chunk_ref, enqueue, enqueue_chunk
+from core.queues import ALL_QUEUES, chunk_ref
 from core.storage import discard, is_audio_key
-from worker.chunked import CHUNKED
 from worker.context import WorkerContext
+from worker.lifecycle import requeue_stale_chunk, requeue_stale_job
 
 log = logging.getLogger("stt.reconciler")
 LOCK_KEY = "stt:reconciler-lock"
@@ -74,19 +74,11 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
             select(Job.id, Job.queue).where(
                 Job.status == JobStatus.running.value,
                 Job.heartbeat_at < stale_before,
-                or_(Job.worker.is_(None), Job.worker != CHUNKED),
+                Job.chunked.is_(False),
             )
         ).all()
         for job_id, queue in stale:
-            session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status == JobStatus.running.value,
-                    Job.heartbeat_at < stale_before,
-                )
-                .values(status=JobStatus.queued.value, worker=None, enqueued_at=now)
-            )
+            requeue_stale_job(session, job_id, stale_before, now)
             requeue.append((job_id, queue))
             log.warning("job %s: worker stopped beating; requeued", job_id)
     held = _broker_ids(ctx)
@@ -103,7 +95,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
                     requeue.append((job_id, queue))
                     log.warning("job %s: message lost from the broker; requeued", job_id)
     for job_id, queue in requeue:
-        enqueue(app, job_id, queue)
+        ctx.enqueue_job(job_id, queue)
     return len(requeue) + _reconcile_chunks(ctx, app, held)
 
 
@@ -123,17 +115,7 @@ def _reconcile_chunks(ctx: WorkerContext, app: Celery, held: str | None) -> int:
             )
         ).all()
         for job_id, index, queue in stale:
-            changed = session.execute(
-                update(JobChunk)
-                .where(
-                    JobChunk.job_id == job_id,
-                    JobChunk.index == index,
-                    JobChunk.status == ChunkStatus.running.value,
-                    JobChunk.heartbeat_at < before,
-                )
-                .values(status=ChunkStatus.queued.value, worker=None, enqueued_at=now)
-            ).rowcount  # type: ignore[attr-defined]
-            if changed:
+            if requeue_stale_chunk(session, job_id, index, before, now):
                 requeue.append((job_id, index, queue))
                 log.warning("chunk %s:%d: worker stopped beating; requeued", job_id, index)
         if held is not None:
@@ -158,7 +140,7 @@ def _reconcile_chunks(ctx: WorkerContext, app: Celery, held: str | None) -> int:
                 requeue.append((job_id, index, queue))
                 log.warning("chunk %s:%d: message lost from the broker; requeued", job_id, index)
     for job_id, index, queue in requeue:
-        enqueue_chunk(app, job_id, index, queue)
+        ctx.enqueue_chunk(job_id, index, queue)
     return len(requeue)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy import delete as sql_delete
 
 from api.auth import authenticate
@@ -18,8 +18,9 @@ from api.respond import transcribe
 from api.service import drop_audio, query_raw_format
 from api.state import AppState
 from core.errors import InvalidRequest, NotFound
+from core.job_end import after_end, cancel_statement
 from core.jobview import job_json
-from core.models import Job, JobStatus, utcnow
+from core.models import Job, JobStatus
 from core.queues import enqueue_webhook
 
 MAX_PAGE = 100
@@ -127,26 +128,15 @@ async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response
     job = await _own_job(state, tenant, job_id)
     if not JobStatus(job.status).ended:
         async with state.sessions() as session, session.begin():
-            result = await session.execute(
-                update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.status.in_((JobStatus.queued.value, JobStatus.running.value)),
-                )
-                .values(
-                    status=JobStatus.cancelled.value,
-                    completed_at=utcnow(),
-                    error_code="cancelled",
-                    error_message="cancelled by its owner",
-                )
-            )
+            result = await session.execute(cancel_statement(job_id))
             changed = bool(result.rowcount)  # type: ignore[attr-defined]
         job = await _own_job(state, tenant, job_id)
         if changed:
-            if job.audio_key:
-                await drop_audio(state, job.audio_key)
+            end = after_end(job.audio_key, job.webhook_url, keep_audio=False)
+            if end.drop_audio:
+                await drop_audio(state, end.drop_audio)
             await state.waiter.publish(job_id)
-            if job.webhook_url:
+            if end.send_webhook:
                 await anyio.to_thread.run_sync(enqueue_webhook, state.celery, job_id)
         return Response(job_json(job), status_code=200)
     async with state.sessions() as session, session.begin():

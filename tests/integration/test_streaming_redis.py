@@ -10,7 +10,7 @@ from redis import Redis
 
 from api.streaming import LiveText, SegmentFeed
 from core.notify import TextUpdate
-from worker.jobs import TextPublisher
+from worker.whole import TextPublisher
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,6 @@ that hears each 'word' of synthetic burst audio exactly (so the merge can be che
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,6 @@ from core.settings import load_settings
 from core.transcript import Transcript
 from tests.longaudio import Burst, burst_words, bursts, energy_speech, write_bursts_wav
 from worker import chunked, jobs, reconciler
-from worker.chunk_plan import plan_chunks
 from worker.context import WorkerContext
 from worker.engine import Cancelled, EngineConfig, TranscribeOptions
 
@@ -59,28 +57,20 @@ class Recogniser:
 
 
 @pytest.fixture
-def recogniser(monkeypatch: pytest.MonkeyPatch) -> Recogniser:
+def recogniser(ctx: WorkerContext) -> Recogniser:
     fake = Recogniser()
-    monkeypatch.setattr(chunked, "transcribe", fake)
-    monkeypatch.setattr(jobs, "transcribe", fake)
-    monkeypatch.setattr(chunked, "load_model", lambda *a, **k: object())
-    monkeypatch.setattr(jobs, "load_model", lambda *a, **k: object())
-    monkeypatch.setattr(
-        chunked, "plan_chunks", functools.partial(plan_chunks, find_speech=energy_speech)
-    )
+    ctx.transcribe = fake
+    ctx.load_model = lambda *a, **k: object()
+    ctx.find_speech = energy_speech
     return fake
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
+def sent(ctx: WorkerContext) -> dict[str, list[Any]]:
     """What would have gone to the broker."""
     out: dict[str, list[Any]] = {"chunks": [], "jobs": []}
-    record = lambda app, job_id, index, queue: out["chunks"].append((job_id, index, queue))  # noqa: E731
-    monkeypatch.setattr(chunked, "enqueue_chunk", record)
-    monkeypatch.setattr(reconciler, "enqueue_chunk", record)
-    monkeypatch.setattr(
-        reconciler, "enqueue", lambda app, job_id, queue: out["jobs"].append(job_id)
-    )
+    ctx.enqueue_chunk = lambda job_id, index, queue: out["chunks"].append((job_id, index, queue))
+    ctx.enqueue_job = lambda job_id, queue: out["jobs"].append(job_id)
     return out
 
 
@@ -162,7 +152,7 @@ def test_a_long_job_is_cut_into_chunks_and_handed_to_them(
     ctx: WorkerContext, planned: str, sent: dict[str, list[Any]], recogniser: Recogniser
 ) -> None:
     job = job_row(ctx, planned)
-    assert job.status == "running" and job.worker == chunked.CHUNKED and job.attempts == 1
+    assert job.status == "running" and job.chunked and job.worker is None and job.attempts == 1
     assert job.options["chunked"] == {"language": "en", "language_probability": 1.0, "chunks": 7}
     rows = chunk_rows(ctx, planned)
     assert [r.index for r in rows] == list(range(7))

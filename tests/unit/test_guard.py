@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.jobspec import JobOptions
 from core.transcript import Segment, Transcript
 from worker.engine import (
     EngineConfig,
@@ -17,8 +18,8 @@ from worker.engine import (
     speech_spans,
     text_compression_ratio,
     transcribe,
+    transcribe_options,
 )
-from worker.jobs import Claim, transcribe_options
 
 GUARD = GuardConfig()
 
@@ -225,8 +226,9 @@ def test_old_results_have_no_count() -> None:
 # --- options -------------------------------------------------------------------------------
 
 
-def claim(**options: Any) -> Claim:
-    return Claim("j", "bundled:base", None, options, "a/b")
+def options_of(**options: Any) -> TranscribeOptions:
+    """What the engine is asked for a job stored with these options."""
+    return transcribe_options(JobOptions.from_dict(options), None)
 
 
 LADDER = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
@@ -240,17 +242,15 @@ def test_temperature(temperature: float | None, expected: tuple[float, ...]) -> 
     """OpenAI: at 0 (the default) the temperature is raised step by step when the output
     fails the log-probability or compression checks; another value is used as it is."""
     options = {} if temperature is None else {"temperature": temperature}
-    assert transcribe_options(claim(**options)).temperature == expected
+    assert options_of(**options).temperature == expected
 
 
 def test_task_prompt_and_words() -> None:
-    opts = transcribe_options(
-        claim(task="translate", prompt="Glossary: Kubernetes.", word_timestamps=True)
-    )
+    opts = options_of(task="translate", prompt="Glossary: Kubernetes.", word_timestamps=True)
     assert opts.task == "translate"
     assert opts.initial_prompt == "Glossary: Kubernetes."
     assert opts.word_timestamps is True
-    plain = transcribe_options(claim())
+    plain = options_of()
     assert (plain.task, plain.initial_prompt, plain.word_timestamps) == ("transcribe", None, False)
 
 

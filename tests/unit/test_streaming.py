@@ -21,7 +21,7 @@ from core.models import Job, JobStatus, utcnow
 from core.notify import TextUpdate, segments_channel
 from core.settings import load_settings
 from core.transcript import Segment, Transcript
-from worker.jobs import TextPublisher
+from worker.whole import TextPublisher
 
 SEGMENTS = [" Hello there,", " general Kenobi.", "  ", " You are a bold one. "]
 
