@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Components,
@@ -91,6 +92,58 @@ def _with_text_formats(response: Any, media_types: tuple[str, ...]) -> None:
             response.content[media_type] = OpenAPIMediaType(schema=_STR)
 
 
+def _from_json_schema(schema: dict[str, Any], defs: dict[str, Any]) -> Schema:
+    if "$ref" in schema:
+        return _from_json_schema(defs[schema["$ref"].rsplit("/", 1)[1]], defs)
+    properties: dict[str, Schema | Reference] = {
+        name: _from_json_schema(value, defs) for name, value in schema.get("properties", {}).items()
+    }
+    return Schema(
+        type=OpenAPIType(schema["type"]) if "type" in schema else None,
+        title=schema.get("title"),
+        description=schema.get("description"),
+        properties=properties or None,
+        required=schema.get("required"),
+        one_of=[_from_json_schema(s, defs) for s in schema["anyOf"]] if "anyOf" in schema else None,
+    )
+
+
+def inline_schema(struct: type[msgspec.Struct]) -> Schema:
+    """The Struct's schema written out in full (msgspec's JSON Schema of it)."""
+    full = msgspec.json.schema(struct)
+    return _from_json_schema(full, full.get("$defs", {}))
+
+
+_INLINED = {
+    struct.__name__: inline_schema(struct)
+    for struct in (schemas.CartesiaError, schemas.OpenAIError)
+}
+"""Error bodies are written out at each response rather than referenced, so that a reader
+of one operation (or a client generator) sees the family's error fields right there."""
+
+
+def _inlined(schema: Schema | Reference | None) -> Schema | None:
+    # Until the document is complete a reference names the Struct by its module path too
+    # (`…/api_schemas_OpenAIError`); Litestar shortens the names at the end.
+    if not isinstance(schema, Reference):
+        return None
+    name = schema.ref.rsplit("/", 1)[-1]
+    return next((s for n, s in _INLINED.items() if name == n or name.endswith(f"_{n}")), None)
+
+
+@dataclass
+class DocumentedOperation(Operation):
+    """The `operation_class` of every handler: the errors' schemas written out in place."""
+
+    def __post_init__(self) -> None:
+        for response in (self.responses or {}).values():
+            if isinstance(response, OpenAPIResponse) and response.content:
+                for media in response.content.values():
+                    inlined = _inlined(media.schema)
+                    if inlined is not None:
+                        media.schema = inlined
+
+
 def form_operation(
     fields: dict[str, Schema], text_formats: tuple[str, ...] = ()
 ) -> type[Operation]:
@@ -98,8 +151,9 @@ def form_operation(
     form as the request body, and the non-JSON formats to the 200 response."""
 
     @dataclass
-    class FormOperation(Operation):
+    class FormOperation(DocumentedOperation):
         def __post_init__(self) -> None:
+            super().__post_init__()
             self.request_body = _form_body(fields)
             if text_formats and self.responses:
                 _with_text_formats(self.responses.get("200"), text_formats)

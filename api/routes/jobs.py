@@ -71,6 +71,7 @@ Wait = Annotated[
     summary="A job: status, progress, result",
     responses=doc.errors(True, (400, 401, 404, 429, 503)),
     security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
 )
 async def get_job(
     stt: AppState, tenant: str, jobs: JobService, job_id: str, wait: Wait = None
@@ -103,6 +104,7 @@ def _status(raw: str | None) -> str | None:
     summary="The caller's jobs, newest first",
     responses=doc.errors(True, (400, 401, 429, 503)),
     security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
 )
 async def list_jobs(
     tenant: str,
@@ -132,6 +134,7 @@ async def list_jobs(
         **doc.errors(True, (400, 401, 404, 429, 503)),
     },
     security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
 )
 async def delete_job(stt: AppState, tenant: str, jobs: JobService, job_id: str) -> Response[Any]:
     """A queued or running job is cancelled (a running worker stops within seconds) and

@@ -58,6 +58,7 @@ def _model(name: str, state: AppState) -> ModelCard:
     summary="The model names this server accepts",
     responses=MODEL_ERRORS,
     security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
 )
 async def list_models(stt: AppState, tenant: str) -> ModelList:
     return ModelList(
@@ -70,6 +71,7 @@ async def list_models(stt: AppState, tenant: str) -> ModelList:
     summary="One model",
     responses=doc.errors(False, (400, 401, 404, 429, 503)),
     security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
 )
 async def get_model(stt: AppState, tenant: str, model_id: str) -> ModelCard:
     if model_id not in public_models(stt.settings):

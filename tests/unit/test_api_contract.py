@@ -117,16 +117,16 @@ def test_component_schemas_come_from_the_structs(openapi: dict[str, Any]) -> Non
 
 
 def test_errors_are_documented_in_each_familys_shape(openapi: dict[str, Any]) -> None:
-    cartesia = "#/components/schemas/CartesiaError"
-    openai = "#/components/schemas/OpenAIError"
+    """Written out at each response (not referenced), from the error Structs."""
     for status in ("400", "401", "409", "413", "415", "429", "503"):
-        assert _schema(openapi, "/stt", "post", status, "application/json") == {"$ref": cartesia}
-        assert _schema(openapi, "/v1/audio/transcriptions", "post", status, "application/json") == {
-            "$ref": openai
-        }
-    assert _schema(openapi, "/v1/models/{model_id}", "get", "404", "application/json") == {
-        "$ref": openai
-    }
+        cartesia = _schema(openapi, "/stt", "post", status, "application/json")
+        assert set(cartesia["properties"]) == CARTESIA_KEYS == set(cartesia["required"])
+        openai = _schema(openapi, "/v1/audio/transcriptions", "post", status, "application/json")
+        assert set(openai["properties"]["error"]["properties"]) == OPENAI_KEYS
+    missing = _schema(openapi, "/v1/models/{model_id}", "get", "404", "application/json")
+    assert set(missing["properties"]) == {"error"}
+    job_404 = _schema(openapi, "/stt/jobs/{job_id}", "get", "404", "application/json")
+    assert set(job_404["properties"]) == CARTESIA_KEYS
 
 
 def test_non_json_formats_keep_their_media_types(openapi: dict[str, Any]) -> None:
