@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 
 from litestar import Litestar
-from litestar._openapi.plugin import (
-    OpenAPIPlugin,
-)  # the public app.openapi_schema has no dict cache
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.observe import HttpMetrics, observe
-from api.openapi_docs import document
+from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
 from api.routes import cartesia, health, jobs, metrics, openai
 from api.state import AppState
@@ -47,8 +45,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     state = build_state(settings)
 
-    async def on_startup(app: Litestar) -> None:
-        document(app.plugins.get(OpenAPIPlugin).provide_openapi_schema())
+    async def on_startup() -> None:
         await state.waiter.start()
 
     async def on_shutdown() -> None:
@@ -72,11 +69,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             metrics.metrics,
         ],
         state=State({"stt": state}),
+        dependencies=DEPENDENCIES,
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
-        openapi_config=OpenAPIConfig(title="Self-hosted STT", version="0.1.0"),
+        openapi_config=OpenAPIConfig(
+            title="Self-hosted STT", version="0.1.0", components=COMPONENTS
+        ),
         logging_config=None,
     )
     app.asgi_handler = observe(app.asgi_handler, state.metrics)

@@ -9,6 +9,7 @@ from litestar import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.ratelimit import RateLimiter
 from core.errors import Unauthorized
 from core.keys import hash_key
 from core.models import ApiKey
@@ -32,18 +33,19 @@ async def authenticate(
     request: Request[Any, Any, Any],
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
+    limiter: RateLimiter | None = None,
 ) -> str:
-    """The caller's tenant; 401 for a missing, unknown or revoked key."""
+    """The caller's tenant; 401 for a missing, unknown or revoked key. A known key then
+    counts against its rate limit (429 when over it)."""
     if settings.auth_disabled:
         return ENV_TENANT
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
     digest = hash_key(key)
-    app_state = getattr(request.app.state, "stt", None)
     if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
-        if app_state is not None:
-            await app_state.limiter.check(digest[:32])
+        if limiter is not None:
+            await limiter.check(digest[:32])
         return ENV_TENANT
     async with sessions() as session:
         row = (
@@ -55,6 +57,6 @@ async def authenticate(
         ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("the API key is not valid")
-    if app_state is not None:
-        await app_state.limiter.check(digest[:32])
+    if limiter is not None:
+        await limiter.check(digest[:32])
     return str(row.tenant)

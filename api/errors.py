@@ -2,6 +2,8 @@
 
 OpenAI paths: `{"error": {"message", "type", "param", "code"}}`.
 Cartesia paths (`/stt…`): `{"error_code", "title", "message", "request_id"}`.
+Each class of `core.errors` carries its status, code and title; `OPENAI_ERROR_TYPES` gives
+each its OpenAI `type`, and a test fails when a class of the tree is missing from it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,20 @@ from litestar.exceptions import HTTPException
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from core.errors import SttError
+from core.errors import (
+    Conflict,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+    SttError,
+    TranscriptionFailed,
+    Unauthorized,
+    UnknownModel,
+    UnsupportedMedia,
+)
 
 log = logging.getLogger("stt.api")
 
@@ -25,6 +40,22 @@ _OPENAI_TYPES = {
     500: "server_error",
     503: "server_error",
 }
+"""OpenAI's `type` by status, for errors outside the tree (Litestar's, the database's)."""
+
+OPENAI_ERROR_TYPES: dict[type[SttError], str] = {
+    InvalidRequest: "invalid_request_error",
+    UnknownModel: "invalid_request_error",
+    Unauthorized: "invalid_request_error",
+    NotFound: "invalid_request_error",
+    ModelNotFound: "invalid_request_error",
+    Conflict: "invalid_request_error",
+    PayloadTooLarge: "invalid_request_error",
+    UnsupportedMedia: "invalid_request_error",
+    RateLimited: "rate_limit_error",
+    ServiceUnavailable: "server_error",
+    TranscriptionFailed: "server_error",
+}
+"""Every class of the error tree → OpenAI's `type` for it."""
 _HTTP_CODES = {
     400: ("invalid_request", "Invalid request"),
     401: ("invalid_api_key", "Unauthorized"),
@@ -54,6 +85,7 @@ def error_response(
     message: str,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    openai_type: str | None = None,
 ) -> Response[dict[str, Any]]:
     if is_cartesia(request.url.path):
         body: dict[str, Any] = {
@@ -66,7 +98,7 @@ def error_response(
         body = {
             "error": {
                 "message": message,
-                "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                "type": openai_type or _OPENAI_TYPES.get(status, "invalid_request_error"),
                 "param": param,
                 "code": code,
             }
@@ -74,11 +106,23 @@ def error_response(
     return Response(body, status_code=status, headers=headers or {})
 
 
+def openai_type_of(cls: type[SttError]) -> str | None:
+    """The mapped `type` of `cls`, or of its nearest mapped base."""
+    return next((OPENAI_ERROR_TYPES[c] for c in cls.__mro__ if c in OPENAI_ERROR_TYPES), None)
+
+
 def handle_stt_error(request: Request[Any, Any, Any], exc: SttError) -> Response[dict[str, Any]]:
     if exc.status >= 500:
         log.error("request failed: %s", exc.message)
     return error_response(
-        request, exc.status, exc.code, exc.title, exc.message, exc.param, exc.headers
+        request,
+        exc.status,
+        exc.code,
+        exc.title,
+        exc.message,
+        exc.param,
+        exc.headers,
+        openai_type=openai_type_of(type(exc)),
     )
 
 

@@ -17,6 +17,7 @@ import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
+from core.audio import RawFormat
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.storage import Sink, Storage, TeeSink, discard
 
@@ -35,6 +36,37 @@ class UploadedFile:
     filename: str | None
     content_type: str | None
     sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted upload: the audio in storage, what the client said of it, and what the
+    probe found. It travels from the form to the job row as one value."""
+
+    job_id: str
+    key: str
+    """Where the audio is stored (`core.storage.audio_key` of the job)."""
+    filename: str | None
+    content_type: str | None
+    size: int
+    sha256: str
+    duration: float
+    """Seconds of audio, as probed."""
+    raw: RawFormat | None = None
+    """Headerless PCM's encoding and rate (Cartesia's `encoding`, `sample_rate`)."""
+
+    @classmethod
+    def of(cls, job_id: str, file: UploadedFile, duration: float, raw: RawFormat | None) -> Upload:
+        return cls(
+            job_id=job_id,
+            key=file.key,
+            filename=file.filename,
+            content_type=file.content_type,
+            size=file.size,
+            sha256=file.sha256,
+            duration=duration,
+            raw=raw,
+        )
 
 
 @dataclass

@@ -7,13 +7,13 @@ from typing import Any
 
 import anyio
 from litestar import Request, Response
-from litestar.datastructures import State
 from litestar.response import Stream
 
 from api import render, streaming
-from api.auth import authenticate
 from api.forms import Form
+from api.schemas import JobResponse, TranscriptResponse, VerboseTranscription, typed
 from api.service import (
+    Received,
     SubmitOptions,
     TranscriptionSpec,
     drop_audio,
@@ -55,8 +55,9 @@ def render_transcript(
     if fmt == "verbose_json":
         segments = "segment" in spec.granularities or not spec.granularities
         body = render.verbose_json(t, words=spec.words, segments=segments, task=spec.task)
-        return Response(body, headers=headers)
-    return Response(render.transcript_json(t, job_id, words=spec.words), headers=headers)
+        return Response(typed(body, VerboseTranscription), headers=headers)
+    body = render.transcript_json(t, job_id, words=spec.words)
+    return Response(typed(body, TranscriptResponse), headers=headers)
 
 
 def wants_async(request: Request[Any, Any, Any]) -> bool:
@@ -93,30 +94,25 @@ async def webhook_of(form: Form, state: AppState) -> str | None:
     return url
 
 
-def accepted(job: Job) -> Response[dict[str, Any]]:
+def job_response(job: Job, *, include_result: bool = True) -> JobResponse:
+    return typed(job_json(job, include_result=include_result), JobResponse)
+
+
+def accepted(job: Job) -> Response[JobResponse]:
     location = f"/stt/jobs/{job.id}"
     return Response(
-        job_json(job),
+        job_response(job),
         status_code=202,
         headers={"Location": location, "Preference-Applied": "respond-async"},
     )
 
 
-async def stream_transcript(
-    state: AppState,
-    tenant: str,
-    job_id: str,
-    form: Form,
-    spec: TranscriptionSpec,
-    duration: float,
-    raw: RawFormat | None,
-) -> Stream:
+async def stream_transcript(state: AppState, tenant: str, received: Received) -> Stream:
     """Queue the job and answer with its text as server-sent events (`stream=true`)."""
+    job_id = received.upload.job_id
     feed = await streaming.SegmentFeed.open(state.settings.redis_url, job_id)  # before queueing
     try:
-        await submit(
-            state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw
-        )
+        await submit(state, tenant, received, SubmitOptions(INTERACTIVE_QUEUE))
     except BaseException:
         if feed is not None:
             await feed.close()
@@ -129,46 +125,38 @@ async def stream_transcript(
 
 
 async def transcribe(
-    request: Request[Any, Any, State],
+    request: Request[Any, Any, Any],
+    state: AppState,
+    tenant: str,
     raw: RawFormat | None,
     *,
     always_async: bool = False,
     task: str = "transcribe",
 ) -> Response[Any]:
-    """Authenticate and take the upload; then wait for the transcript (interactive queue),
-    stream it (`stream=true`), or, for jobs and `Prefer: respond-async`, answer 202 with the
-    job (batch queue). `stream=true` wins over the preference (RFC 7240 lets it be ignored)."""
-    state = AppState.of(request.app.state)
-    tenant = await authenticate(request, state.settings, state.sessions)
+    """Take the upload of an authenticated caller; then wait for the transcript (interactive
+    queue), stream it (`stream=true`), or, for jobs and `Prefer: respond-async`, answer 202
+    with the job (batch queue). `stream=true` wins over the preference (RFC 7240 lets it be
+    ignored)."""
     is_async = always_async or wants_async(request)
     key = idempotency_key(request) if is_async else None
-    job_id, form, spec, duration = await receive_upload(request, state, raw, task)
+    received = await receive_upload(request, state, raw, task)
+    spec = received.spec
     if spec.stream and not always_async:
-        return await stream_transcript(state, tenant, job_id, form, spec, duration, raw)
+        return await stream_transcript(state, tenant, received)
     if spec.stream:  # the job API answers with the job; nobody listens for its text
         options = {k: v for k, v in spec.options.items() if k != "stream"}
-        spec = replace(spec, stream=False, options=options)
+        received = replace(received, spec=replace(spec, stream=False, options=options))
+    job_id = received.upload.job_id
     if not is_async:
-        await submit(
-            state, tenant, job_id, form, spec, duration, SubmitOptions(INTERACTIVE_QUEUE), raw
-        )
+        await submit(state, tenant, received, SubmitOptions(INTERACTIVE_QUEUE))
         transcript = await wait_for_transcript(state, job_id)
         layout = render.SubtitleLayout.of(state.settings)
-        return render_transcript(transcript, job_id, spec, layout)
+        return render_transcript(transcript, job_id, received.spec, layout)
     try:
-        webhook = await webhook_of(form, state)
+        webhook = await webhook_of(received.form, state)
     except BaseException:
-        assert form.file is not None
-        await drop_audio(state, form.file.key)
+        await drop_audio(state, received.upload.key)
         raise
-    job, _ = await submit(
-        state,
-        tenant,
-        job_id,
-        form,
-        spec,
-        duration,
-        SubmitOptions(BATCH_QUEUE, idempotency_key=key, webhook_url=webhook),
-        raw,
-    )
+    batch = SubmitOptions(BATCH_QUEUE, idempotency_key=key, webhook_url=webhook)
+    job, _ = await submit(state, tenant, received, batch)
     return accepted(job)

@@ -16,21 +16,20 @@ from litestar import Request
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.forms import Form, read_form
+from api.forms import Form, Upload, read_form
 from api.render import GRANULARITIES, RESPONSE_FORMATS, SUBTITLE_FORMATS
 from api.state import AppState
-from core.audio import RawFormat, probe_duration, raw_format
+from core.audio import RawFormat, probe_duration
 from core.errors import (
     Conflict,
     InvalidRequest,
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
-    SttError,
     TranscriptionFailed,
-    UnsupportedMedia,
 )
 from core.jobspec import JobOptions
+from core.jobview import failure_of
 from core.languages import validate_language
 from core.model_registry import resolve_model
 from core.models import Job, JobStatus, new_id, utcnow
@@ -144,13 +143,6 @@ def parse_spec(
     )
 
 
-@dataclass(frozen=True)
-class Submission:
-    job_id: str
-    spec: TranscriptionSpec
-    duration: float
-
-
 async def drop_audio(state: AppState, key: str) -> None:
     """Delete stored audio off the event loop, even while the request is being cancelled;
     a failure is logged and left to the reconciler's orphan sweep."""
@@ -165,12 +157,21 @@ def _storage_down(exc: StorageUnavailable) -> ServiceUnavailable:
     )
 
 
+@dataclass(frozen=True)
+class Received:
+    """A request whose audio is stored and probed: its form, what it asks for, the upload."""
+
+    form: Form
+    spec: TranscriptionSpec
+    upload: Upload
+
+
 async def receive_upload(
     request: Request[Any, Any, Any],
     state: AppState,
     raw: RawFormat | None,
     task: str = "transcribe",
-) -> tuple[str, Form, TranscriptionSpec, float]:
+) -> Received:
     """Stream the body to storage, validate it, and probe the audio.
 
     The probe needs a local file. A local backend has one; with an object store the upload
@@ -195,6 +196,7 @@ async def receive_upload(
             raise _storage_down(exc) from exc
         try:
             spec = parse_spec(form, state, raw, task)
+            assert form.file is not None
             probe_path = spool or local
             assert probe_path is not None
             duration = await anyio.to_thread.run_sync(probe_duration, probe_path, raw)
@@ -210,7 +212,7 @@ async def receive_upload(
     finally:
         if spool is not None:
             spool.unlink(missing_ok=True)
-    return job_id, form, spec, duration
+    return Received(form, spec, Upload.of(job_id, form.file, duration, raw))
 
 
 @dataclass(frozen=True)
@@ -220,13 +222,13 @@ class SubmitOptions:
     webhook_url: str | None = None
 
 
-def request_hash(form: Form, raw: RawFormat | None, task: str = "transcribe") -> str:
+def request_hash(form: Form, upload: Upload, task: str = "transcribe") -> str:
     """What makes two submissions 'the same request' for Idempotency-Key (a translation is
     never the same request as a transcription of the same form)."""
-    assert form.file is not None
+    raw = upload.raw
     material: dict[str, Any] = {
         "fields": {k: sorted(v) for k, v in sorted(form.fields.items())},
-        "file": form.file.sha256,
+        "file": upload.sha256,
         "raw": [raw.encoding, raw.sample_rate] if raw else None,
     }
     if task != "transcribe":  # transcriptions hash as before, so stored keys stay valid
@@ -281,21 +283,14 @@ async def _admit(state: AppState, tenant: str) -> None:
 
 
 async def submit(
-    state: AppState,
-    tenant: str,
-    job_id: str,
-    form: Form,
-    spec: TranscriptionSpec,
-    duration: float,
-    opts: SubmitOptions,
-    raw: RawFormat | None = None,
+    state: AppState, tenant: str, received: Received, opts: SubmitOptions
 ) -> tuple[Job, bool]:
     """Write the job row and queue it; returns (job, created). An Idempotency-Key that
     names an earlier identical request returns that job instead; the new upload is dropped.
     If the broker is down nothing is kept and the caller gets 503."""
-    assert form.file is not None
-    audio_key = form.file.key
-    digest = request_hash(form, raw, spec.task) if opts.idempotency_key else None
+    form, spec, upload = received.form, received.spec, received.upload
+    job_id, audio_key = upload.job_id, upload.key
+    digest = request_hash(form, upload, spec.task) if opts.idempotency_key else None
     try:
         if opts.idempotency_key and digest:
             earlier = await _existing(state, tenant, opts.idempotency_key)
@@ -318,8 +313,8 @@ async def submit(
                 response_format=spec.response_format,
             ).to_dict(),
             audio_key=audio_key,
-            audio_bytes=form.file.size,
-            duration=round(duration, 3),
+            audio_bytes=upload.size,
+            duration=round(upload.duration, 3),
             progress=0.0,
             attempts=0,
             created_at=now,
@@ -363,22 +358,11 @@ async def wait_for_transcript(state: AppState, job_id: str) -> Transcript:
         raise TranscriptionFailed("the job disappeared while it ran")
     if status == JobStatus.succeeded.value and job.result is not None:
         return Transcript.from_dict(job.result)
-    if status == JobStatus.failed.value:
-        raise _failure(job.error_code, job.error_message)
-    if status == JobStatus.cancelled.value:
-        raise TranscriptionFailed("the job was cancelled")
+    failure = failure_of(job) if status == job.status else None
+    if failure is not None:
+        raise failure.error()
     raise ServiceUnavailable(
         f"the transcription did not finish within {state.settings.sync_timeout_s:.0f} s; "
         f"it goes on as job {job_id}",
         headers={"Retry-After": "30"},
     )
-
-
-def _failure(code: str | None, message: str | None) -> SttError:
-    if code == UnsupportedMedia.code:
-        return UnsupportedMedia(message or "the audio could not be decoded")
-    return TranscriptionFailed(message or "the transcription failed")
-
-
-def query_raw_format(request: Request[Any, Any, Any]) -> RawFormat | None:
-    return raw_format(request.query_params.get("encoding"), request.query_params.get("sample_rate"))

@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from api.state import AppState
+from core.jobview import failure_of
 from core.models import Job, JobStatus
 from core.notify import TextUpdate, segments_channel
 from core.transcript import Transcript
@@ -236,11 +237,7 @@ def _final(job: Job | None, live: LiveText) -> list[bytes]:
         delta = live.finish(text)
         done = event({"type": "transcript.text.done", "text": text})
         return [event({"type": "transcript.text.delta", "delta": delta}), done] if delta else [done]
-    if job.status == JobStatus.cancelled.value:
-        return [error_event("cancelled", "the job was cancelled")]
-    return [
-        error_event(
-            job.error_code or "transcription_failed",
-            job.error_message or "the transcription failed",
-        )
-    ]
+    failure = failure_of(job)
+    if failure is None:  # ended, yet neither a transcript nor a failure: a bug
+        return [error_event("transcription_failed", "the transcription failed")]
+    return [error_event(failure.code, failure.message)]

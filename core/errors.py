@@ -5,6 +5,7 @@ SttError                     (status, code)
 │   └── UnknownModel         400 model_not_found
 ├── Unauthorized             401 invalid_api_key
 ├── NotFound                 404 not_found
+│   └── ModelNotFound        404 model_not_found   (OpenAI's `/models/{id}`)
 ├── Conflict                 409 conflict
 ├── PayloadTooLarge          413 payload_too_large
 ├── UnsupportedMedia         415 unsupported_audio
@@ -15,6 +16,9 @@ ConfigError                  raised at start-up for bad settings, never over HTT
 
 A failed job stores one `FailureCode` (its `error_code`): the codes of the tree that a
 worker can end a job with, plus the few that only the job's life can give.
+
+`ALL_ERRORS` is every class under `SttError`, walked from the tree, so a new class is
+picked up by the HTTP mapping's test (`api/errors.py` must map it) without a list to edit.
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ class NotFound(SttError):
     title = "Not found"
 
 
+class ModelNotFound(NotFound):
+    """OpenAI's code for an unknown model id on `/models/{id}`."""
+
+    code = "model_not_found"
+    title = "Model not found"
+
+
 class Conflict(SttError):
     status = 409
     code = "conflict"
@@ -105,20 +116,6 @@ class TranscriptionFailed(SttError):
     title = "Transcription failed"
 
 
-ALL_ERRORS: tuple[type[SttError], ...] = (
-    InvalidRequest,
-    UnknownModel,
-    Unauthorized,
-    NotFound,
-    Conflict,
-    PayloadTooLarge,
-    UnsupportedMedia,
-    RateLimited,
-    ServiceUnavailable,
-    TranscriptionFailed,
-)
-
-
 class FailureCode(enum.StrEnum):
     """Why a job ended without a transcript (`jobs.error_code`)."""
 
@@ -127,3 +124,12 @@ class FailureCode(enum.StrEnum):
     audio_missing = "audio_missing"
     too_many_attempts = "too_many_attempts"
     cancelled = "cancelled"
+
+
+def _walk(cls: type[SttError]) -> list[type[SttError]]:
+    """`cls`'s subclasses, depth first, in the order they are defined (the docstring's)."""
+    return [c for sub in cls.__subclasses__() for c in (sub, *_walk(sub))]
+
+
+ALL_ERRORS: tuple[type[SttError], ...] = tuple(_walk(SttError))
+"""Every error a client can see, from the tree above."""

@@ -1,13 +1,46 @@
-"""A job as the API and webhooks show it."""
+"""A job as the API and webhooks show it, and why a job that ended has no transcript."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from core.errors import SttError, TranscriptionFailed, UnsupportedMedia
 from core.jobspec import JobOptions
 from core.models import Job, JobStatus
 from core.transcript import Transcript
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """Why a job ended without a transcript, as every surface tells the client: the job
+    view's `error`, the stream's error event, and the synchronous call's error."""
+
+    code: str
+    message: str
+
+    def error(self) -> SttError:
+        """The error a synchronous call answers with."""
+        if self.code == UnsupportedMedia.code:
+            return UnsupportedMedia(self.message)
+        return TranscriptionFailed(self.message)
+
+
+def failure_of(job: Job) -> JobFailure | None:
+    """The failure of a failed or cancelled job (from its row); None for any other."""
+    if job.status == JobStatus.failed.value:
+        default = (
+            "the audio could not be decoded"
+            if job.error_code == UnsupportedMedia.code
+            else "the transcription failed"
+        )
+        return JobFailure(job.error_code or TranscriptionFailed.code, job.error_message or default)
+    if job.status == JobStatus.cancelled.value:
+        return JobFailure(
+            job.error_code or "cancelled", job.error_message or "the job was cancelled"
+        )
+    return None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -19,11 +52,7 @@ def job_json(job: Job, *, include_result: bool = True) -> dict[str, Any]:
     result = None
     if include_result and job.result is not None:
         result = Transcript.from_dict(job.result).response(job.id, words=words)
-    error = (
-        {"code": job.error_code, "message": job.error_message}
-        if job.status == JobStatus.failed.value or job.error_code
-        else None
-    )
+    failure = failure_of(job)
     return {
         "id": job.id,
         "status": job.status,
@@ -35,6 +64,6 @@ def job_json(job: Job, *, include_result: bool = True) -> dict[str, Any]:
         "duration": job.duration,
         "progress": round(job.progress or 0.0, 4),
         "text_so_far": job.text_so_far if job.status == JobStatus.running.value else None,
-        "error": error,
+        "error": asdict(failure) if failure else None,
         "result": result,
     }

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import anyio
-from litestar import Request, Response, get
-from litestar.datastructures import State
+from litestar import Response, get
 from sqlalchemy import select, text
 
+from api import operations as doc
+from api.schemas import Liveness, Readiness
 from api.state import AppState
 from core.models import WorkerSeen, utcnow
 
 
 @get("/health/live", summary="The process is up")
-async def live() -> dict[str, str]:
-    return {"status": "ok"}
+async def live() -> Liveness:
+    return Liveness(status="ok")
 
 
 def _broker_ok(state: AppState) -> bool:
@@ -40,9 +40,16 @@ async def _worker_seen(state: AppState) -> bool:
     return seen is not None
 
 
-@get("/health/ready", summary="Database, broker, storage and a worker are available")
-async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
-    state = AppState.of(request.app.state)
+@get(
+    "/health/ready",
+    summary="Database, broker, storage and a worker are available",
+    responses={
+        200: doc.ok(Readiness, "Everything is available"),
+        503: doc.ok(Readiness, "Something is unavailable (see `checks`)"),
+    },
+)
+async def ready(stt: AppState) -> Response[Readiness]:
+    state = stt
     checks: dict[str, bool] = {}
     try:
         async with state.sessions() as session:
@@ -54,6 +61,5 @@ async def ready(request: Request[Any, Any, State]) -> Response[dict[str, Any]]:
     checks["storage"] = await anyio.to_thread.run_sync(state.storage.ready)
     checks["worker"] = await _worker_seen(state) if checks["database"] else False
     ok = all(checks.values())
-    return Response(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
-    )
+    body = Readiness(status="ok" if ok else "unavailable", checks=checks)
+    return Response(body, status_code=200 if ok else 503)

@@ -2,45 +2,48 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 from litestar import Request, Response, delete, get, post
-from litestar.datastructures import State
-from sqlalchemy import and_, or_, select
+from litestar.params import Parameter
 from sqlalchemy import delete as sql_delete
 
-from api.auth import authenticate
-from api.respond import transcribe
-from api.service import drop_audio, query_raw_format
+from api import operations as doc
+from api.jobs import JobService
+from api.respond import job_response, transcribe
+from api.routes.cartesia import Encoding, SampleRate
+from api.schemas import JobList, JobResponse
+from api.service import drop_audio
 from api.state import AppState
-from core.errors import InvalidRequest, NotFound
+from core.audio import raw_format
+from core.errors import InvalidRequest
 from core.job_end import after_end, cancel_statement
-from core.jobview import job_json
 from core.models import Job, JobStatus
 from core.queues import enqueue_webhook
 
 MAX_PAGE = 100
 
 
-@post("/stt/jobs", status_code=202, summary="Submit a transcription job")
-async def submit_job(request: Request[Any, Any, State]) -> Response[Any]:
+@post(
+    "/stt/jobs",
+    status_code=202,
+    summary="Submit a transcription job",
+    responses={202: doc.ok(JobResponse, "The job"), **doc.errors(True, doc.SUBMIT_ERRORS)},
+    operation_class=doc.form_operation(doc.JOB_FORM),
+    security=doc.SECURITY,
+)
+async def submit_job(
+    request: Request[Any, Any, Any],
+    stt: AppState,
+    tenant: str,
+    encoding: Encoding = None,
+    sample_rate: SampleRate = None,
+) -> Response[Any]:
     """The `/stt` form plus optional `webhook_url`; header `Idempotency-Key` optional.
     Answers 202 with the job and its `Location`."""
-    return await transcribe(request, query_raw_format(request), always_async=True)
-
-
-async def _own_job(state: AppState, tenant: str, job_id: str) -> Job:
-    async with state.sessions() as session:
-        job = (
-            await session.execute(select(Job).where(Job.id == job_id, Job.tenant == tenant))
-        ).scalar_one_or_none()
-    if job is None:
-        raise NotFound(f"no job {job_id!r}")
-    return job
+    raw = raw_format(encoding, sample_rate)
+    return await transcribe(request, stt, tenant, raw, always_async=True)
 
 
 def _wait_param(raw: str | None, limit: float) -> float:
@@ -55,82 +58,94 @@ def _wait_param(raw: str | None, limit: float) -> float:
     return value
 
 
-@get("/stt/jobs/{job_id:str}", summary="A job: status, progress, result")
-async def get_job(request: Request[Any, Any, State], job_id: str) -> dict[str, Any]:
+Wait = Annotated[
+    str | None,
+    Parameter(
+        description="long-poll this many seconds for a change of status", schema_extra=doc.WAIT
+    ),
+]
+
+
+@get(
+    "/stt/jobs/{job_id:str}",
+    summary="A job: status, progress, result",
+    responses=doc.errors(True, (400, 401, 404, 429, 503)),
+    security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
+)
+async def get_job(
+    stt: AppState, tenant: str, jobs: JobService, job_id: str, wait: Wait = None
+) -> JobResponse:
     """`?wait=N` long-polls up to N seconds for a change of status."""
-    state = AppState.of(request.app.state)
-    tenant = await authenticate(request, state.settings, state.sessions)
-    wait = _wait_param(request.query_params.get("wait"), state.settings.max_wait_s)
-    job = await _own_job(state, tenant, job_id)
-    if wait > 0 and not JobStatus(job.status).ended:
-        await state.waiter.wait(job_id, wait, changed_from=job.status)
-        job = await _own_job(state, tenant, job_id)
-    return job_json(job)
+    seconds = _wait_param(wait, stt.settings.max_wait_s)
+    return job_response(await jobs.own_after(tenant, job_id, seconds))
 
 
-def _cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+def _limit(raw: str | None) -> int:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest("cursor is not valid", param="cursor") from exc
-
-
-@get("/stt/jobs", summary="The caller's jobs, newest first")
-async def list_jobs(request: Request[Any, Any, State]) -> dict[str, Any]:
-    """`?status=` filters; `?limit=` (1-100, default 20); `?cursor=` from `next_cursor`."""
-    state = AppState.of(request.app.state)
-    tenant = await authenticate(request, state.settings, state.sessions)
-    params = request.query_params
-    try:
-        limit = int(params.get("limit") or 20)
+        limit = int(raw or 20)
     except ValueError as exc:
         raise InvalidRequest("limit must be an integer", param="limit") from exc
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
-    query = select(Job).where(Job.tenant == tenant)
-    status = params.get("status")
-    if status:
-        if status not in JobStatus.__members__:
-            raise InvalidRequest(
-                f"status must be one of {', '.join(JobStatus.__members__)}", param="status"
-            )
-        query = query.where(Job.status == status)
-    cursor = params.get("cursor")
-    if cursor:
-        created, last_id = _parse_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
+    return limit
+
+
+def _status(raw: str | None) -> str | None:
+    if raw and raw not in JobStatus.__members__:
+        raise InvalidRequest(
+            f"status must be one of {', '.join(JobStatus.__members__)}", param="status"
         )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    async with state.sessions() as session:
-        jobs = list((await session.execute(query)).scalars())
-    page, more = jobs[:limit], len(jobs) > limit
-    return {
-        "data": [job_json(j, include_result=False) for j in page],
-        "has_more": more,
-        "next_cursor": _cursor(page[-1]) if more and page else None,
-    }
+    return raw or None
 
 
-@delete("/stt/jobs/{job_id:str}", status_code=200, summary="Cancel a job, or delete a finished one")
-async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response[Any]:
+@get(
+    "/stt/jobs",
+    summary="The caller's jobs, newest first",
+    responses=doc.errors(True, (400, 401, 429, 503)),
+    security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
+)
+async def list_jobs(
+    tenant: str,
+    jobs: JobService,
+    status_filter: Annotated[
+        str | None, Parameter(query="status", description="filter", schema_extra=doc.STATUS)
+    ] = None,
+    limit: Annotated[str | None, Parameter(description="page size", schema_extra=doc.LIMIT)] = None,
+    cursor: Annotated[
+        str | None,
+        Parameter(description="next_cursor of the previous page", schema_extra=doc.CURSOR),
+    ] = None,
+) -> JobList:
+    """`?status=` filters; `?limit=` (1-100, default 20); `?cursor=` from `next_cursor`."""
+    page = await jobs.page(tenant, _limit(limit), _status(status_filter), cursor)
+    data = [job_response(j, include_result=False) for j in page.jobs]
+    return JobList(data=data, has_more=page.has_more, next_cursor=page.next_cursor)
+
+
+@delete(
+    "/stt/jobs/{job_id:str}",
+    status_code=200,
+    summary="Cancel a job, or delete a finished one",
+    responses={
+        200: doc.ok(JobResponse, "Cancelled"),
+        204: doc.ok(None, "A finished job's audio and transcript deleted"),
+        **doc.errors(True, (400, 401, 404, 429, 503)),
+    },
+    security=doc.SECURITY,
+    operation_class=doc.DocumentedOperation,
+)
+async def delete_job(stt: AppState, tenant: str, jobs: JobService, job_id: str) -> Response[Any]:
     """A queued or running job is cancelled (a running worker stops within seconds) and
     the job is returned; a finished job's audio and transcript are deleted (204)."""
-    state = AppState.of(request.app.state)
-    tenant = await authenticate(request, state.settings, state.sessions)
-    job = await _own_job(state, tenant, job_id)
+    state = stt
+    job = await jobs.own(tenant, job_id)
     if not JobStatus(job.status).ended:
         async with state.sessions() as session, session.begin():
             result = await session.execute(cancel_statement(job_id))
             changed = bool(result.rowcount)  # type: ignore[attr-defined]
-        job = await _own_job(state, tenant, job_id)
+        job = await jobs.own(tenant, job_id)
         if changed:
             end = after_end(job.audio_key, job.webhook_url, keep_audio=False)
             if end.drop_audio:
@@ -138,7 +153,7 @@ async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response
             await state.waiter.publish(job_id)
             if end.send_webhook:
                 await anyio.to_thread.run_sync(enqueue_webhook, state.celery, job_id)
-        return Response(job_json(job), status_code=200)
+        return Response(job_response(job), status_code=200)
     async with state.sessions() as session, session.begin():
         await session.execute(sql_delete(Job).where(Job.id == job_id, Job.tenant == tenant))
     if job.audio_key:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from litestar import Request, Response, get
-from litestar.datastructures import State
+from litestar import Response, get
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -83,8 +82,8 @@ async def _job_families(state: AppState) -> list[Any]:
 
 
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(request: Request[Any, Any, State]) -> Response[bytes]:
-    state = AppState.of(request.app.state)
+async def metrics(stt: AppState) -> Response[bytes]:
+    state = stt
     families = await _job_families(state)
     depth = GaugeMetricFamily("stt_queue_depth", "Messages waiting per queue", labels=["queue"])
     depths = await anyio.to_thread.run_sync(queue_depths, state.celery)

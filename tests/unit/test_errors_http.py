@@ -21,8 +21,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from api.app import create_app
-from api.errors import EXCEPTION_HANDLERS
-from core.errors import ALL_ERRORS, SttError
+from api.errors import EXCEPTION_HANDLERS, OPENAI_ERROR_TYPES
+from core import errors as errors_module
+from core.errors import ALL_ERRORS, ModelNotFound, NotFound, SttError
 from core.migrate import upgrade
 from core.settings import Settings, load_settings
 from tests.support import clip
@@ -498,8 +499,25 @@ def test_every_error_renders(tiny: TestClient[Litestar], prefix: str, index: int
 
 
 def test_error_classes_are_distinct() -> None:
-    assert len({e.code for e in ALL_ERRORS}) == len(ALL_ERRORS)
+    # UnknownModel (400) and ModelNotFound (404) share OpenAI's `model_not_found` code.
+    assert len({(e.status, e.code) for e in ALL_ERRORS}) == len(ALL_ERRORS)
     assert all(400 <= e.status < 600 for e in ALL_ERRORS)
+
+
+def test_all_errors_is_the_whole_tree() -> None:
+    def walk(cls: type[SttError]) -> set[type[SttError]]:
+        return {c for sub in cls.__subclasses__() for c in {sub, *walk(sub)}}
+
+    assert set(ALL_ERRORS) == walk(SttError)
+    assert ModelNotFound in ALL_ERRORS and issubclass(ModelNotFound, NotFound)
+    assert all(cls.__name__ in errors_module.__doc__ for cls in ALL_ERRORS)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("cls", ALL_ERRORS, ids=[e.__name__ for e in ALL_ERRORS])
+def test_every_error_class_has_an_http_mapping(cls: type[SttError]) -> None:
+    """A class added to the tree without its OpenAI `type` fails here (not via its base)."""
+    assert cls in OPENAI_ERROR_TYPES
+    assert OPENAI_ERROR_TYPES[cls] == OPENAI_TYPES.get(cls.status, "invalid_request_error")
 
 
 @pytest.mark.parametrize("prefix", ["/stt", "/v1"])
