@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from core.db import make_engine
+import core.models  # noqa: F401  (registers the tables on Base.metadata)
+from core.db import Base, make_engine
 from core.migrate import downgrade, upgrade
-from core.models import Base
 
 pytestmark = pytest.mark.integration
 

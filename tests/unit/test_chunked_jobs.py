@@ -112,7 +112,7 @@ def words() -> list[Burst]:
 def put_job(ctx: WorkerContext, words: list[Burst], duration: float = DURATION) -> str:
     job_id = new_id()
     key = f"{job_id[:2]}/{job_id}"
-    path = ctx.storage.path(key)
+    path = ctx.storage.path(key)  # type: ignore[attr-defined]  # unit tests use LocalStorage
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bursts_wav(path, duration, [w for w in words if w.end < duration])
     with transaction(ctx.db()) as session:
@@ -316,7 +316,7 @@ def test_a_chunk_that_keeps_failing_fails_the_job(ctx: WorkerContext, planned: s
 
 def test_undecodable_audio_fails_the_job_with_its_reason(ctx: WorkerContext, planned: str) -> None:
     job = job_row(ctx, planned)
-    ctx.storage.path(str(job.audio_key)).write_bytes(b"\x00garbage" * 1000)
+    ctx.storage.path(str(job.audio_key)).write_bytes(b"\x00garbage" * 1000)  # type: ignore[attr-defined]
     chunked.run_chunk(ctx, chunk_ref(planned, 2))
     job = job_row(ctx, planned)
     assert job.status == "failed" and job.error_code == "unsupported_audio"
