@@ -96,6 +96,21 @@ def wait_until(
         time.sleep(0.02)
 
 
+def celery_broker_idle(redis_url: str, queue: str) -> bool:
+    """Celery on Redis: nothing waits in `queue` (any priority) and nothing delivered to a
+    worker is still unacknowledged (late acks: a message is acked once its task returns)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        waiting = sum(
+            int(client.llen(key)) for key in client.scan_iter(match=f"{queue}*", _type="list")
+        )
+        return waiting == 0 and int(client.hlen("unacked")) == 0
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

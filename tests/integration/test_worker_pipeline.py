@@ -18,7 +18,7 @@ from core.migrate import upgrade
 from core.models import Job, JobStatus, new_id, utcnow
 from core.queues import BATCH_QUEUE, enqueue, make_celery
 from core.settings import Settings, load_settings
-from tests.support import ROOT, clip, error_rate
+from tests.support import ROOT, celery_broker_idle, clip, error_rate, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -138,7 +138,8 @@ def test_a_job_delivered_twice_runs_once(
     enqueue(app, job_id, BATCH_QUEUE)
     job = wait_ended(settings, job_id)
     assert job.status == "succeeded"
-    time.sleep(3)  # let the duplicate message be consumed
+    idle = lambda: celery_broker_idle(str(settings.redis_url), BATCH_QUEUE)  # noqa: E731
+    wait_until(idle, 60, "the duplicate message to be consumed")
     with session_factory(make_engine(settings.database_url))() as session:
         again = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
     assert again.attempts == 1

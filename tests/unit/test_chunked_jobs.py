@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import random
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from core.queues import BATCH_QUEUE, chunk_ref, make_celery
 from core.settings import load_settings
 from core.transcript import Transcript
 from tests.longaudio import Burst, burst_words, bursts, energy_speech, write_bursts_wav
+from tests.support import wait_until
 from worker import chunked, jobs, reconciler
 from worker.chunk_plan import plan_chunks
 from worker.context import WorkerContext
@@ -36,6 +36,7 @@ class Recogniser:
     def __init__(self) -> None:
         self.calls = 0
         self.during: Callable[[], None] | None = None
+        self.should_stop: Callable[[], bool] | None = None  # what the last call was given
 
     def __call__(
         self,
@@ -47,6 +48,7 @@ class Recogniser:
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcript:
         self.calls += 1
+        self.should_stop = should_stop
         if self.during is not None:
             self.during()
         heard = burst_words(audio, options.language or "en")
@@ -243,7 +245,9 @@ def test_a_cancelled_job_drops_its_queued_chunks_and_stops_a_running_one(
             session.execute(
                 update(Job).where(Job.id == planned).values(status=JobStatus.cancelled.value)
             )
-        time.sleep(0.5)  # the chunk's heartbeat notices
+        stop = recogniser.should_stop
+        assert stop is not None
+        wait_until(stop, 10, "the chunk's heartbeat to notice the cancel")
 
     recogniser.during = cancel
     chunked.run_chunk(ctx, chunk_ref(planned, 0))

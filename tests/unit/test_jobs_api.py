@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from litestar.testing import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
+from api.waiter import JobWaiter
 from core.db import make_engine, session_factory, transaction
 from core.keys import hash_key
 from core.migrate import upgrade
@@ -234,14 +234,25 @@ def test_openai_path_with_prefer_respond_async(svc: Service) -> None:
     assert svc.get(f"{JOBS}/{job['id']}").json()["status"] == "queued"
 
 
-def test_long_poll_returns_after_the_wait(svc: Service) -> None:
+def test_long_poll_returns_after_the_wait(svc: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[tuple[str, float, str | None]] = []
+    real_wait = JobWaiter.wait
+
+    async def recording_wait(
+        self: JobWaiter,
+        job_id: str,
+        timeout: float,  # noqa: ASYNC109 (the signature of JobWaiter.wait, which it wraps)
+        changed_from: str | None = None,
+    ) -> str | None:
+        waits.append((job_id, timeout, changed_from))
+        return await real_wait(self, job_id, timeout, changed_from=changed_from)
+
+    monkeypatch.setattr(JobWaiter, "wait", recording_wait)
     job = svc.accepted()
-    began = time.monotonic()
     response = svc.get(f"{JOBS}/{job['id']}", wait="0.5")
-    elapsed = time.monotonic() - began
     assert response.status_code == 200
-    assert response.json()["status"] == "queued"
-    assert 0.45 <= elapsed < 5
+    assert response.json()["status"] == "queued"  # nothing changed: the job as it was
+    assert waits == [(job["id"], 0.5, "queued")]  # it did wait, for the asked time
 
 
 def test_unknown_job_is_404(svc: Service) -> None:
