@@ -12,7 +12,7 @@ VENV := .venv
 RUN_VENV := .venv-run
 PY := $(VENV)/bin/python
 
-.PHONY: help install install-run run worker migrate test test-unit lint typecheck env-example bench clean
+.PHONY: help install install-run run worker migrate test test-unit lint typecheck settings-docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,8 +55,8 @@ lint: install ## ruff and mypy (strict, the whole tree)
 typecheck: install ## mypy (strict) only
 	$(VENV)/bin/mypy
 
-env-example: install ## regenerate .env.example from core/settings.py
-	$(PY) -m core.settings --env-example > .env.example
+settings-docs: install ## regenerate .env.example and the README settings table from core/settings.py
+	$(PY) -m core.settings_docs --write
 
 bench: install ## benchmarks: print figures, write bench/results.json
 	$(PY) -m bench
