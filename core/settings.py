@@ -1,8 +1,9 @@
 """Typed settings, built by :func:`load_settings` from the environment (never at import).
 
-Each setting is declared once, below: its default, the environment variable(s) it is read
-from, a one-line description and its group. `load_settings`, `.env.example` and the README's
-settings table all come from those declarations (see core.settings_docs).
+Each setting is declared once, below, in its group (`settings.limits.max_upload_bytes`): its
+default, the environment variable(s) it is read from and a one-line description.
+`load_settings`, `.env.example` and the README's settings table all come from those
+declarations (see core.settings_docs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
@@ -39,7 +40,6 @@ class Spec:
     env: tuple[str, ...]
     """The variable, then any fallbacks read (in order) when it is unset or empty."""
     help: str
-    group: str
     read: Reader
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     """For a default computed from settings read before it (the values so far, by name)."""
@@ -52,7 +52,6 @@ def setting(
     *,
     env: str | tuple[str, ...],
     help: str,
-    group: str,
     read: Reader | None = None,
     derive: Callable[[Mapping[str, Any]], Any] | None = None,
     shown: str | None = None,
@@ -60,7 +59,7 @@ def setting(
 ) -> Any:
     """A dataclass field carrying its :class:`Spec` (the one place a setting is described)."""
     names = (env,) if isinstance(env, str) else env
-    spec = Spec(names, help, group, read or _text, derive, shown)
+    spec = Spec(names, help, read or _text, derive, shown)
     if factory is not None:
         return field(default_factory=factory, metadata={"spec": spec})
     return field(default=default, metadata={"spec": spec})
@@ -216,13 +215,11 @@ DAY = 24 * 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
-class Settings:
-    """Everything the service reads from its environment."""
+class StorageSettings:
+    """Where files live: the data directory, scratch space and the audio store."""
 
-    # --- paths and storage
     data_dir: Path = setting(
         env="STT_DATA_DIR",
-        group="storage",
         read=_path,
         derive=lambda _: "data",
         shown="./data",
@@ -230,16 +227,14 @@ class Settings:
     )
     scratch_dir: Path = setting(
         env="STT_SCRATCH_DIR",
-        group="storage",
         read=_path,
-        derive=lambda v: v["data_dir"] / "scratch",
+        derive=lambda v: v["storage.data_dir"] / "scratch",
         shown="$STT_DATA_DIR/scratch",
         help="this machine's scratch space: uploads being probed, audio fetched for a job",
     )
-    storage_url: str | None = setting(
+    url: str | None = setting(
         None,
         env="STT_STORAGE_URL",
-        group="storage",
         read=_storage_url,
         help="where audio is kept: unset is `$STT_DATA_DIR/audio`; `file:///dir` a directory; "
         "`s3://bucket/prefix` an S3-compatible bucket (see *Scaling out*)",
@@ -247,325 +242,14 @@ class Settings:
     s3_endpoint_url: str | None = setting(
         None,
         env=("STT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
-        group="storage",
         read=_optional,
         help="the object store's URL (MinIO, R2, GCS); unset for AWS S3",
     )
     s3_region: str | None = setting(
         None,
         env=("AWS_REGION", "AWS_DEFAULT_REGION"),
-        group="storage",
         read=_optional,
         help="the bucket's region (credentials: the usual AWS variables, read by boto3)",
-    )
-    # --- database and broker
-    database_url: str = setting(
-        env="DATABASE_URL",
-        group="database",
-        derive=lambda v: f"sqlite:///{v['data_dir'] / 'stt.db'}",
-        shown="sqlite:///$STT_DATA_DIR/stt.db",
-        help="e.g. `postgresql://user:pass@host/db`",
-    )
-    redis_url: str | None = setting(
-        None,
-        env="REDIS_URL",
-        group="broker",
-        read=_optional,
-        help="Redis as the Celery broker and for job announcements",
-    )
-    broker_url: str = setting(
-        env="STT_BROKER_URL",
-        group="broker",
-        derive=lambda v: v["redis_url"] or "filesystem://",
-        shown="`REDIS_URL`, else `filesystem://`",
-        help="another Celery broker URL",
-    )
-    # --- the API
-    host: str = setting("127.0.0.1", env="HOST", group="api", help="where the API listens")
-    port: int = setting(8000, env="PORT", group="api", read=_int, help="the API's port")
-    api_key: str | None = setting(
-        None,
-        env="STT_API_KEY",
-        group="api",
-        read=_optional,
-        help="one key accepted besides those in the database",
-    )
-    auth_disabled: bool = setting(
-        False,
-        env="STT_AUTH_DISABLED",
-        group="api",
-        read=_flag,
-        help="`true` turns authentication off (explicitly)",
-    )
-    idempotency_ttl_s: float = setting(
-        DAY,
-        env="STT_IDEMPOTENCY_TTL_S",
-        group="api",
-        read=_float,
-        help="how long an Idempotency-Key names its job",
-    )
-    # --- the engine
-    default_model: str = setting(
-        DEFAULT_MODEL,
-        env="STT_DEFAULT_MODEL",
-        group="engine",
-        help="what the public model names run: `bundled:base`, `bundled:tiny.en`, any "
-        "faster-whisper model id (`large-v3`, `distil-large-v3`, …) or a model directory",
-    )
-    model_aliases: Mapping[str, str] = setting(
-        env="STT_MODEL_ALIASES",
-        group="engine",
-        read=_aliases,
-        factory=dict,
-        shown="{}",
-        help='JSON map of extra public names to model specs, e.g. `{"fast": "bundled:tiny.en"}`',
-    )
-    device: str = setting(
-        "auto",
-        env="STT_DEVICE",
-        group="engine",
-        help="`auto` (CUDA when a GPU is visible), `cpu`, `cuda`",
-    )
-    compute_type: str = setting(
-        "auto",
-        env="STT_COMPUTE_TYPE",
-        group="engine",
-        help="`auto` (int8 on CPU, float16 on GPU) or any CTranslate2 type",
-    )
-    cpu_threads: int = setting(
-        0,
-        env="STT_CPU_THREADS",
-        group="engine",
-        read=_int,
-        help="CTranslate2 threads per worker process (0: its default)",
-    )
-    beam_size: int = setting(5, env="STT_BEAM_SIZE", group="engine", read=_int, help="beam size")
-    vad_filter: bool = setting(
-        True, env="STT_VAD_FILTER", group="engine", read=_flag, help="Silero VAD before decoding"
-    )
-    batch_size: int | None = setting(
-        None,
-        env="STT_BATCH_SIZE",
-        group="engine",
-        read=_batch_size,
-        shown="auto",
-        help="`auto`: per model and device as measured (`worker/batching.py`); `0`: sequential "
-        "decoding; `N`: faster-whisper's batched pipeline with batch `N`",
-    )
-    # --- limits
-    max_upload_bytes: int = setting(
-        2 * 1024**3,
-        env="STT_MAX_UPLOAD_BYTES",
-        group="limits",
-        read=_int,
-        help="upload limit (413 beyond)",
-    )
-    max_audio_seconds: float = setting(
-        36000.0,
-        env="STT_MAX_AUDIO_SECONDS",
-        group="limits",
-        read=_float,
-        help="audio duration limit (413 beyond)",
-    )
-    sync_timeout_s: float = setting(
-        3600.0,
-        env="STT_SYNC_TIMEOUT_S",
-        group="limits",
-        read=_float,
-        help="how long a synchronous call waits",
-    )
-    max_queued_per_tenant: int = setting(
-        1000,
-        env="STT_MAX_QUEUED_PER_TENANT",
-        group="limits",
-        read=_int,
-        help="queued or running jobs per tenant before 429",
-    )
-    max_queued_total: int = setting(
-        10000,
-        env="STT_MAX_QUEUED_TOTAL",
-        group="limits",
-        read=_int,
-        help="queued or running jobs in all before 429",
-    )
-    max_wait_s: float = setting(
-        60.0,
-        env="STT_MAX_WAIT_S",
-        group="limits",
-        read=_float,
-        help="the longest `?wait=` a poll may ask for",
-    )
-    rate_limit_per_minute: int = setting(
-        600,
-        env="STT_RATE_LIMIT_PER_MINUTE",
-        group="limits",
-        read=_int,
-        help="requests per minute per key (0: no limit)",
-    )
-    # --- workers
-    embedded_workers: int = setting(
-        1,
-        env="STT_EMBEDDED_WORKERS",
-        group="workers",
-        read=_int,
-        help="worker processes `stt serve` starts beside the API (0 for none)",
-    )
-    worker_concurrency: int = setting(
-        1,
-        env="STT_WORKER_CONCURRENCY",
-        group="workers",
-        read=_int,
-        help="processes per worker (each loads the model once)",
-    )
-    worker_heartbeat_s: float = setting(
-        5.0,
-        env="STT_WORKER_HEARTBEAT_S",
-        group="workers",
-        read=_float,
-        help="how often a running job's heartbeat is written",
-    )
-    stale_after_s: float = setting(
-        60.0,
-        env="STT_STALE_AFTER_S",
-        group="workers",
-        read=_float,
-        help="a running job silent this long is put back on its queue",
-    )
-    max_attempts: int = setting(
-        5,
-        env="STT_MAX_ATTEMPTS",
-        group="workers",
-        read=_int,
-        help="attempts before a job fails for good",
-    )
-    # --- logs
-    log_level: str = setting(
-        "INFO", env="STT_LOG_LEVEL", group="logs", read=_upper, help="log level"
-    )
-    log_format: str = setting(
-        "json",
-        env="STT_LOG_FORMAT",
-        group="logs",
-        read=_choice("json", "text"),
-        help="`json` lines or `text`",
-    )
-    # --- webhooks
-    webhook_secret: str | None = setting(
-        None,
-        env="STT_WEBHOOK_SECRET",
-        group="webhooks",
-        read=_optional,
-        help="signs webhooks; without it `webhook_url` is refused",
-    )
-    webhook_allow: tuple[str, ...] = setting(
-        (),
-        env="STT_WEBHOOK_ALLOW",
-        group="webhooks",
-        read=_csv,
-        shown="",
-        help="comma-separated hosts or CIDRs admitted as webhook targets even if private",
-    )
-    webhook_max_attempts: int = setting(
-        8,
-        env="STT_WEBHOOK_MAX_ATTEMPTS",
-        group="webhooks",
-        read=_int,
-        help="deliveries tried before a webhook is given up",
-    )
-    webhook_backoff_s: float = setting(
-        2.0,
-        env="STT_WEBHOOK_BACKOFF_S",
-        group="webhooks",
-        read=_float,
-        help="first retry delay, doubling each time (capped at 300 s)",
-    )
-    webhook_timeout_s: float = setting(
-        10.0, env="STT_WEBHOOK_TIMEOUT_S", group="webhooks", read=_float, help="per delivery"
-    )
-    # --- retention
-    audio_retention_s: float = setting(
-        0.0,
-        env="STT_AUDIO_RETENTION_S",
-        group="retention",
-        read=_float,
-        help="keep audio this long after its job ends (0: delete at once)",
-    )
-    transcript_retention_s: float = setting(
-        30 * DAY,
-        env="STT_TRANSCRIPT_RETENTION_S",
-        group="retention",
-        read=_float,
-        help="purge ended jobs and transcripts after this long",
-    )
-    # --- the hallucination guard
-    hallucination_guard: bool = setting(
-        True,
-        env="STT_HALLUCINATION_GUARD",
-        group="guard",
-        read=_flag,
-        help="drop segments Whisper invented on silence or noise (docs/hallucination-guard.md)",
-    )
-    no_speech_threshold: float = setting(
-        0.6,
-        env="STT_NO_SPEECH_THRESHOLD",
-        group="guard",
-        read=_float,
-        help="a segment more likely silence than this …",
-    )
-    logprob_threshold: float = setting(
-        -1.0,
-        env="STT_LOGPROB_THRESHOLD",
-        group="guard",
-        read=_signed_float,
-        help="… and less probable than this is dropped; below it, the temperature also falls back",
-    )
-    compression_ratio_threshold: float = setting(
-        2.4,
-        env="STT_COMPRESSION_RATIO_THRESHOLD",
-        group="guard",
-        read=_float,
-        help="a segment whose text is more repetitive than this is dropped; a window's text "
-        "above it makes the temperature fall back",
-    )
-    # --- subtitles
-    subtitle_max_line_chars: int = setting(
-        42,
-        env="STT_SUBTITLE_MAX_LINE_CHARS",
-        group="subtitles",
-        read=_positive(int),
-        help="characters per subtitle line",
-    )
-    subtitle_max_lines: int = setting(
-        2,
-        env="STT_SUBTITLE_MAX_LINES",
-        group="subtitles",
-        read=_positive(int),
-        help="lines per subtitle cue",
-    )
-    subtitle_max_cue_s: float = setting(
-        6.0,
-        env="STT_SUBTITLE_MAX_CUE_S",
-        group="subtitles",
-        read=_positive(float),
-        help="seconds per subtitle cue",
-    )
-    # --- long audio in chunks
-    chunk_threshold_s: float = setting(
-        600.0,
-        env="STT_CHUNK_THRESHOLD_S",
-        group="chunks",
-        read=_float,
-        help="audio longer than this is cut into chunks that the worker pool shares (also the "
-        "most samples a worker decodes whole)",
-    )
-    chunk_target_s: float = setting(
-        300.0,
-        env="STT_CHUNK_TARGET_S",
-        group="chunks",
-        read=_float,
-        help="about how long each chunk is (at least 10; not above the threshold); cuts go in "
-        "pauses near it. Keep it well above 30 s: a chunk of a single Whisper window loses the "
-        "rest of itself when the model ends that window early",
     )
 
     @property
@@ -580,13 +264,365 @@ class Settings:
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """The job database."""
+
+    url: str = setting(
+        env="DATABASE_URL",
+        derive=lambda v: f"sqlite:///{v['storage.data_dir'] / 'stt.db'}",
+        shown="sqlite:///$STT_DATA_DIR/stt.db",
+        help="e.g. `postgresql://user:pass@host/db`",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSettings:
+    """The Celery broker and Redis (job announcements, streamed text)."""
+
+    redis_url: str | None = setting(
+        None,
+        env="REDIS_URL",
+        read=_optional,
+        help="Redis as the Celery broker and for job announcements",
+    )
+    url: str = setting(
+        env="STT_BROKER_URL",
+        derive=lambda v: v["broker.redis_url"] or "filesystem://",
+        shown="`REDIS_URL`, else `filesystem://`",
+        help="another Celery broker URL",
+    )
+
     @property
-    def uses_embedded_broker(self) -> bool:
-        return self.broker_url.startswith("filesystem://")
+    def embedded(self) -> bool:
+        """The filesystem broker of the single-machine default (no Redis)."""
+        return self.url.startswith("filesystem://")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """The HTTP API: where it listens and how callers are let in."""
+
+    host: str = setting("127.0.0.1", env="HOST", help="where the API listens")
+    port: int = setting(8000, env="PORT", read=_int, help="the API's port")
+    key: str | None = setting(
+        None,
+        env="STT_API_KEY",
+        read=_optional,
+        help="one key accepted besides those in the database",
+    )
+    auth_disabled: bool = setting(
+        False,
+        env="STT_AUTH_DISABLED",
+        read=_flag,
+        help="`true` turns authentication off (explicitly)",
+    )
+    idempotency_ttl_s: float = setting(
+        DAY,
+        env="STT_IDEMPOTENCY_TTL_S",
+        read=_float,
+        help="how long an Idempotency-Key names its job",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """Whisper: which model the public names run, and how it decodes."""
+
+    default_model: str = setting(
+        DEFAULT_MODEL,
+        env="STT_DEFAULT_MODEL",
+        help="what the public model names run: `bundled:base`, `bundled:tiny.en`, any "
+        "faster-whisper model id (`large-v3`, `distil-large-v3`, …) or a model directory",
+    )
+    model_aliases: Mapping[str, str] = setting(
+        env="STT_MODEL_ALIASES",
+        read=_aliases,
+        factory=dict,
+        shown="{}",
+        help='JSON map of extra public names to model specs, e.g. `{"fast": "bundled:tiny.en"}`',
+    )
+    device: str = setting(
+        "auto",
+        env="STT_DEVICE",
+        help="`auto` (CUDA when a GPU is visible), `cpu`, `cuda`",
+    )
+    compute_type: str = setting(
+        "auto",
+        env="STT_COMPUTE_TYPE",
+        help="`auto` (int8 on CPU, float16 on GPU) or any CTranslate2 type",
+    )
+    cpu_threads: int = setting(
+        0,
+        env="STT_CPU_THREADS",
+        read=_int,
+        help="CTranslate2 threads per worker process (0: its default)",
+    )
+    beam_size: int = setting(5, env="STT_BEAM_SIZE", read=_int, help="beam size")
+    vad_filter: bool = setting(
+        True, env="STT_VAD_FILTER", read=_flag, help="Silero VAD before decoding"
+    )
+    batch_size: int | None = setting(
+        None,
+        env="STT_BATCH_SIZE",
+        read=_batch_size,
+        shown="auto",
+        help="`auto`: per model and device as measured (`worker/batching.py`); `0`: sequential "
+        "decoding; `N`: faster-whisper's batched pipeline with batch `N`",
+    )
 
     def aliases(self) -> dict[str, str]:
         """Public model names mapped to model specs ("default" means `default_model`)."""
         return {**BUILTIN_ALIASES, **self.model_aliases}
+
+
+@dataclass(frozen=True, kw_only=True)
+class LimitsSettings:
+    """What one request, one tenant and the whole queue may use."""
+
+    max_upload_bytes: int = setting(
+        2 * 1024**3,
+        env="STT_MAX_UPLOAD_BYTES",
+        read=_int,
+        help="upload limit (413 beyond)",
+    )
+    max_audio_seconds: float = setting(
+        36000.0,
+        env="STT_MAX_AUDIO_SECONDS",
+        read=_float,
+        help="audio duration limit (413 beyond)",
+    )
+    sync_timeout_s: float = setting(
+        3600.0,
+        env="STT_SYNC_TIMEOUT_S",
+        read=_float,
+        help="how long a synchronous call waits",
+    )
+    max_queued_per_tenant: int = setting(
+        1000,
+        env="STT_MAX_QUEUED_PER_TENANT",
+        read=_int,
+        help="queued or running jobs per tenant before 429",
+    )
+    max_queued_total: int = setting(
+        10000,
+        env="STT_MAX_QUEUED_TOTAL",
+        read=_int,
+        help="queued or running jobs in all before 429",
+    )
+    max_wait_s: float = setting(
+        60.0,
+        env="STT_MAX_WAIT_S",
+        read=_float,
+        help="the longest `?wait=` a poll may ask for",
+    )
+    rate_limit_per_minute: int = setting(
+        600,
+        env="STT_RATE_LIMIT_PER_MINUTE",
+        read=_int,
+        help="requests per minute per key (0: no limit)",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersSettings:
+    """Worker processes: how many, their heartbeats and retries."""
+
+    embedded: int = setting(
+        1,
+        env="STT_EMBEDDED_WORKERS",
+        read=_int,
+        help="worker processes `stt serve` starts beside the API (0 for none)",
+    )
+    concurrency: int = setting(
+        1,
+        env="STT_WORKER_CONCURRENCY",
+        read=_int,
+        help="processes per worker (each loads the model once)",
+    )
+    heartbeat_s: float = setting(
+        5.0,
+        env="STT_WORKER_HEARTBEAT_S",
+        read=_float,
+        help="how often a running job's heartbeat is written",
+    )
+    stale_after_s: float = setting(
+        60.0,
+        env="STT_STALE_AFTER_S",
+        read=_float,
+        help="a running job silent this long is put back on its queue",
+    )
+    max_attempts: int = setting(
+        5,
+        env="STT_MAX_ATTEMPTS",
+        read=_int,
+        help="attempts before a job fails for good",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogsSettings:
+    """Logging."""
+
+    level: str = setting("INFO", env="STT_LOG_LEVEL", read=_upper, help="log level")
+    format: str = setting(
+        "json",
+        env="STT_LOG_FORMAT",
+        read=_choice("json", "text"),
+        help="`json` lines or `text`",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhooksSettings:
+    """Signed job-completion callbacks."""
+
+    secret: str | None = setting(
+        None,
+        env="STT_WEBHOOK_SECRET",
+        read=_optional,
+        help="signs webhooks; without it `webhook_url` is refused",
+    )
+    allow: tuple[str, ...] = setting(
+        (),
+        env="STT_WEBHOOK_ALLOW",
+        read=_csv,
+        shown="",
+        help="comma-separated hosts or CIDRs admitted as webhook targets even if private",
+    )
+    max_attempts: int = setting(
+        8,
+        env="STT_WEBHOOK_MAX_ATTEMPTS",
+        read=_int,
+        help="deliveries tried before a webhook is given up",
+    )
+    backoff_s: float = setting(
+        2.0,
+        env="STT_WEBHOOK_BACKOFF_S",
+        read=_float,
+        help="first retry delay, doubling each time (capped at 300 s)",
+    )
+    timeout_s: float = setting(10.0, env="STT_WEBHOOK_TIMEOUT_S", read=_float, help="per delivery")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    """How long audio and transcripts are kept after a job ends."""
+
+    audio_s: float = setting(
+        0.0,
+        env="STT_AUDIO_RETENTION_S",
+        read=_float,
+        help="keep audio this long after its job ends (0: delete at once)",
+    )
+    transcript_s: float = setting(
+        30 * DAY,
+        env="STT_TRANSCRIPT_RETENTION_S",
+        read=_float,
+        help="purge ended jobs and transcripts after this long",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuardSettings:
+    """The hallucination guard: segments Whisper invented on silence or noise."""
+
+    enabled: bool = setting(
+        True,
+        env="STT_HALLUCINATION_GUARD",
+        read=_flag,
+        help="drop segments Whisper invented on silence or noise (docs/hallucination-guard.md)",
+    )
+    no_speech_threshold: float = setting(
+        0.6,
+        env="STT_NO_SPEECH_THRESHOLD",
+        read=_float,
+        help="a segment more likely silence than this …",
+    )
+    logprob_threshold: float = setting(
+        -1.0,
+        env="STT_LOGPROB_THRESHOLD",
+        read=_signed_float,
+        help="… and less probable than this is dropped; below it, the temperature also falls back",
+    )
+    compression_ratio_threshold: float = setting(
+        2.4,
+        env="STT_COMPRESSION_RATIO_THRESHOLD",
+        read=_float,
+        help="a segment whose text is more repetitive than this is dropped; a window's text "
+        "above it makes the temperature fall back",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubtitlesSettings:
+    """SRT and WebVTT cue layout."""
+
+    max_line_chars: int = setting(
+        42,
+        env="STT_SUBTITLE_MAX_LINE_CHARS",
+        read=_positive(int),
+        help="characters per subtitle line",
+    )
+    max_lines: int = setting(
+        2,
+        env="STT_SUBTITLE_MAX_LINES",
+        read=_positive(int),
+        help="lines per subtitle cue",
+    )
+    max_cue_s: float = setting(
+        6.0,
+        env="STT_SUBTITLE_MAX_CUE_S",
+        read=_positive(float),
+        help="seconds per subtitle cue",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunksSettings:
+    """Long audio cut into chunks that the worker pool shares."""
+
+    threshold_s: float = setting(
+        600.0,
+        env="STT_CHUNK_THRESHOLD_S",
+        read=_float,
+        help="audio longer than this is cut into chunks that the worker pool shares (also the "
+        "most samples a worker decodes whole)",
+    )
+    target_s: float = setting(
+        300.0,
+        env="STT_CHUNK_TARGET_S",
+        read=_float,
+        help="about how long each chunk is (at least 10; not above the threshold); cuts go in "
+        "pauses near it. Keep it well above 30 s: a chunk of a single Whisper window loses the "
+        "rest of itself when the model ends that window early",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service reads from its environment, in groups."""
+
+    storage: StorageSettings
+    database: DatabaseSettings
+    broker: BrokerSettings
+    api: ApiSettings
+    engine: EngineSettings
+    limits: LimitsSettings
+    workers: WorkersSettings
+    logs: LogsSettings
+    webhooks: WebhooksSettings
+    retention: RetentionSettings
+    guard: GuardSettings
+    subtitles: SubtitlesSettings
+    chunks: ChunksSettings
+
+
+def groups() -> dict[str, type[Any]]:
+    """Each group's name and class, in the order they are read and documented."""
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
 
 
 def _raw(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
@@ -599,27 +635,32 @@ def _raw(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
 
 def _check(settings: Settings) -> None:
     """Rules between settings."""
-    if settings.chunk_target_s < 10:
-        raise ConfigError(
-            f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {settings.chunk_target_s}"
-        )
-    if settings.chunk_threshold_s < settings.chunk_target_s:
+    chunks = settings.chunks
+    if chunks.target_s < 10:
+        raise ConfigError(f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {chunks.target_s}")
+    if chunks.threshold_s < chunks.target_s:
         raise ConfigError("STT_CHUNK_THRESHOLD_S must not be below STT_CHUNK_TARGET_S")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    for f in fields(Settings):
-        spec = spec_of(f)
-        if spec.derive is not None:
-            default = spec.derive(values)
-        elif f.default_factory is not MISSING:
-            default = f.default_factory()
-        else:
-            default = f.default
-        values[f.name] = spec.read(_raw(env, spec.env), spec.env[0], default)
-    settings = Settings(**values)
+    values: dict[str, Any] = {}  # by dotted path, for the defaults derived from earlier ones
+    built: dict[str, Any] = {}
+    for name, group in groups().items():
+        own: dict[str, Any] = {}
+        for f in fields(group):
+            spec = spec_of(f)
+            if spec.derive is not None:
+                default = spec.derive(values)
+            elif f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                default = f.default
+            own[f.name] = values[f"{name}.{f.name}"] = spec.read(
+                _raw(env, spec.env), spec.env[0], default
+            )
+        built[name] = group(**own)
+    settings = Settings(**built)
     _check(settings)
     return settings
