@@ -34,14 +34,14 @@ async def authenticate(
     sessions: async_sessionmaker[AsyncSession],
 ) -> str:
     """The caller's tenant; 401 for a missing, unknown or revoked key."""
-    if settings.auth_disabled:
+    if settings.api.auth_disabled:
         return ENV_TENANT
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
     digest = hash_key(key)
     app_state = getattr(request.app.state, "stt", None)
-    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
+    if settings.api.key and hmac.compare_digest(key.encode(), settings.api.key.encode()):
         if app_state is not None:
             await app_state.limiter.check(digest[:32])
         return ENV_TENANT

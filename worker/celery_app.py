@@ -42,7 +42,7 @@ def create_worker_app(settings: Settings) -> Celery:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        max_retries=settings.max_attempts,
+        max_retries=settings.workers.max_attempts,
     )
     def transcribe_task(self: Task[Any, Any], job_id: str) -> None:
         """Thin: run the job; on transient trouble hand it back and retry with backoff."""
@@ -74,7 +74,7 @@ def create_worker_app(settings: Settings) -> Celery:
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        max_retries=settings.max_attempts,
+        max_retries=settings.workers.max_attempts,
     )
     def chunk_task(self: Task[Any, Any], ref: str) -> None:
         """One chunk of a long job (`<job id>:<index>`); retried like a job."""

@@ -64,7 +64,7 @@ def run_long(ctx: WorkerContext, claim: Claim) -> bool:
     """Plan and fan out a claimed job whose audio is over the threshold; False otherwise."""
     with ctx.db()() as session:
         duration = session.execute(select(Job.duration).where(Job.id == claim.job_id)).scalar()
-    if duration is None or duration <= ctx.settings.chunk_threshold_s:
+    if duration is None or duration <= ctx.settings.chunks.threshold_s:
         return False
     with Heartbeat(ctx, claim.job_id, float(duration)) as beat:  # the job is ours till fanned out
         plan = _plan(ctx, claim, float(duration), beat.stop_requested.is_set)
@@ -87,7 +87,7 @@ def _plan(
             plan = plan_chunks(
                 iter_decoded(path, raw_of(claim.options)),
                 duration,
-                ctx.settings.chunk_target_s,
+                ctx.settings.chunks.target_s,
                 should_stop=should_stop,
             )
     except PlanStopped:
@@ -118,7 +118,7 @@ def _language(ctx: WorkerContext, claim: Claim, plan: Plan) -> tuple[str, float]
     if claim.language:
         return claim.language, 1.0
     config = ctx.engine_config_for(claim.model_spec)
-    model = load_model(claim.model_spec, config, ctx.settings.model_cache_dir)
+    model = load_model(claim.model_spec, config, ctx.settings.storage.model_cache_dir)
     if not is_multilingual(model) or plan.head.size == 0:
         return "en", 1.0
     language, probability, _ = model.detect_language(audio=plan.head, vad_filter=True)
@@ -183,7 +183,7 @@ class ChunkClaim:
 def claim_chunk(ctx: WorkerContext, job_id: str, index: int) -> ChunkClaim | None:
     """Mark the chunk running for this process, or None when there is nothing to do."""
     now = utcnow()
-    stale = timedelta(seconds=ctx.settings.stale_after_s)
+    stale = timedelta(seconds=ctx.settings.workers.stale_after_s)
     gave_up = False
     with ctx.db()() as session, session.begin():
         job = session.execute(
@@ -209,11 +209,11 @@ def claim_chunk(ctx: WorkerContext, job_id: str, index: int) -> ChunkClaim | Non
             log.info("chunk %s:%d runs on %s; duplicate dropped", job_id, index, chunk.worker)
             return None
         chunk.attempts += 1
-        if chunk.attempts > ctx.settings.max_attempts:
+        if chunk.attempts > ctx.settings.workers.max_attempts:
             job.status = JobStatus.failed.value
             job.error_code = "too_many_attempts"
             job.error_message = (
-                f"chunk {index} gave up after {ctx.settings.max_attempts} attempts "
+                f"chunk {index} gave up after {ctx.settings.workers.max_attempts} attempts "
                 "(workers lost or errors)"
             )
             job.completed_at = now
@@ -259,7 +259,7 @@ def run_chunk(ctx: WorkerContext, ref: str) -> None:
         fail_job(ctx, job_id, "audio_missing", "the job's audio is gone")
         return
     config = ctx.engine_config_for(claim.job.model_spec)
-    model = load_model(claim.job.model_spec, config, ctx.settings.model_cache_dir)
+    model = load_model(claim.job.model_spec, config, ctx.settings.storage.model_cache_dir)
     try:
         with ChunkHeartbeat(ctx, job_id, index) as beat:
             local = transcribe(
@@ -414,7 +414,7 @@ class ChunkHeartbeat:
             self._seconds = seconds_done
 
     def _run(self) -> None:
-        interval = self.ctx.settings.worker_heartbeat_s
+        interval = self.ctx.settings.workers.heartbeat_s
         while not self._done.wait(min(interval, 1.0)):
             try:
                 self._beat()

@@ -42,7 +42,7 @@ def claim_job(ctx: WorkerContext, job_id: str) -> Claim | None:
 
 def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
     now = utcnow()
-    stale = timedelta(seconds=ctx.settings.stale_after_s)
+    stale = timedelta(seconds=ctx.settings.workers.stale_after_s)
     with ctx.db()() as session, session.begin():
         job = session.execute(
             select(Job).where(Job.id == job_id).with_for_update()
@@ -65,11 +65,12 @@ def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
             _fail(job, "audio_missing", "the job's audio is gone")
             return "failed", None
         job.attempts += 1
-        if job.attempts > ctx.settings.max_attempts:
+        if job.attempts > ctx.settings.workers.max_attempts:
             _fail(
                 job,
                 "too_many_attempts",
-                f"gave up after {ctx.settings.max_attempts} attempts (workers lost or errors)",
+                f"gave up after {ctx.settings.workers.max_attempts} attempts"
+                " (workers lost or errors)",
             )
             return "failed", None
         job.status = JobStatus.running.value
@@ -116,7 +117,7 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
         ).one_or_none()
     if row is None:
         return
-    if row.audio_key and ctx.settings.audio_retention_s <= 0:
+    if row.audio_key and ctx.settings.retention.audio_s <= 0:
         discard(ctx.storage, row.audio_key)  # never keeps the end from being announced
     announce(ctx, job_id)
     if row.webhook_url:
@@ -165,7 +166,7 @@ class Heartbeat:
             self._pending = (min(seconds_done / self.duration, 0.99), text)
 
     def _run(self) -> None:
-        interval = self.ctx.settings.worker_heartbeat_s
+        interval = self.ctx.settings.workers.heartbeat_s
         while not self._done.wait(min(interval, 1.0)):
             try:
                 self._beat()
@@ -272,7 +273,7 @@ def _run_job(ctx: WorkerContext, job_id: str) -> None:
         )
         return
     config = ctx.engine_config_for(claim.model_spec)
-    model = load_model(claim.model_spec, config, ctx.settings.model_cache_dir)
+    model = load_model(claim.model_spec, config, ctx.settings.storage.model_cache_dir)
     duration = len(audio) / 16000
     try:
         with Heartbeat(ctx, job_id, duration) as beat:

@@ -59,7 +59,7 @@ async def get_job(request: Request[Any, Any, State], job_id: str) -> dict[str, A
     """`?wait=N` long-polls up to N seconds for a change of status."""
     state = AppState.of(request.app.state)
     tenant = await authenticate(request, state.settings, state.sessions)
-    wait = _wait_param(request.query_params.get("wait"), state.settings.max_wait_s)
+    wait = _wait_param(request.query_params.get("wait"), state.settings.limits.max_wait_s)
     job = await _own_job(state, tenant, job_id)
     if wait > 0 and not JobStatus(job.status).ended:
         await state.waiter.wait(job_id, wait, changed_from=job.status)

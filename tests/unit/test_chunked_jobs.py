@@ -99,8 +99,8 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerConte
             "STT_MAX_ATTEMPTS": "2",
         }
     )
-    settings.data_dir.mkdir(parents=True)
-    upgrade(settings.database_url)
+    settings.storage.data_dir.mkdir(parents=True)
+    upgrade(settings.database.url)
     app = make_celery(settings)
     yield WorkerContext(settings, app)
     app.close()
@@ -294,7 +294,7 @@ def test_a_queued_chunk_whose_message_was_lost_is_sent_again(
         )
     # The broker still holds chunks 0-5; chunk 6's message is gone.
     for index in range(6):
-        (ctx.settings.broker_dir / f"{index}.{BATCH_QUEUE}.msg").write_text(
+        (ctx.settings.storage.broker_dir / f"{index}.{BATCH_QUEUE}.msg").write_text(
             f'{{"headers": {{"argsrepr": "[\'{chunk_ref(planned, index)}\']"}}}}'
         )
     sent["chunks"].clear()
@@ -307,7 +307,7 @@ def test_a_chunk_that_keeps_failing_fails_the_job(ctx: WorkerContext, planned: s
         session.execute(
             update(JobChunk)
             .where(JobChunk.job_id == planned, JobChunk.index == 4)
-            .values(attempts=ctx.settings.max_attempts)
+            .values(attempts=ctx.settings.workers.max_attempts)
         )
     chunked.run_chunk(ctx, chunk_ref(planned, 4))
     job = job_row(ctx, planned)

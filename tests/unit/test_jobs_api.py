@@ -97,7 +97,7 @@ class Service:
         return body
 
     def audio_files(self) -> set[Path]:
-        return {p for p in self.settings.audio_dir.rglob("*") if p.is_file()}
+        return {p for p in self.settings.storage.audio_dir.rglob("*") if p.is_file()}
 
     def job_rows(self) -> int:
         with self._sessions() as factory, factory() as session:
@@ -115,7 +115,7 @@ class Service:
     def broker_messages(self) -> list[tuple[str, str, list[Any]]]:
         """(queue, task, args) of each message waiting in the filesystem broker."""
         out = []
-        for path in sorted(self.settings.broker_dir.glob("*.msg")):
+        for path in sorted(self.settings.storage.broker_dir.glob("*.msg")):
             payload = json.loads(path.read_text())
             args = json.loads(base64.b64decode(payload["body"]))[0]
             out.append(
@@ -125,7 +125,7 @@ class Service:
 
     @contextmanager
     def _sessions(self) -> Iterator[Any]:
-        engine = make_engine(self.settings.database_url)
+        engine = make_engine(self.settings.database.url)
         try:
             yield session_factory(engine)
         finally:
@@ -155,7 +155,7 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, audio: bytes) -> Iter
             data_dir = tmp_path / f"svc{started}"
             data_dir.mkdir()
             settings = load_settings({"STT_DATA_DIR": str(data_dir), "STT_API_KEY": KEY, **env})
-            upgrade(settings.database_url)
+            upgrade(settings.database.url)
             client = stack.enter_context(TestClient(create_app(settings)))
             return Service(settings, client, audio)
 

@@ -162,7 +162,7 @@ def test_event_framing_is_what_the_sdk_reads() -> None:
 @pytest.fixture
 def state(tmp_path: Path) -> AppState:
     settings = load_settings({"STT_DATA_DIR": str(tmp_path), "STT_SYNC_TIMEOUT_S": "20"})
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     return build_state(settings)
 
 
@@ -273,7 +273,7 @@ def test_stream_wins_over_prefer_async_and_times_out_with_an_error_event(tmp_pat
     settings = load_settings(
         {"STT_DATA_DIR": str(tmp_path), "STT_API_KEY": "k", "STT_SYNC_TIMEOUT_S": "1"}
     )
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     audio = clip("en_fleurs_004.ogg").path.read_bytes()
     with TestClient(create_app(settings)) as client:
         r = client.post(
