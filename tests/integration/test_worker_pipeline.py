@@ -140,8 +140,11 @@ def test_a_job_delivered_twice_runs_once(
     enqueue(app, job_id, BATCH_QUEUE)
     job = wait_ended(settings, job_id)
     assert job.status == "succeeded"
-    idle = lambda: celery_broker_idle(str(settings.broker.redis_url), BATCH_QUEUE)  # noqa: E731
-    wait_until(idle, 60, "the duplicate message to be consumed")
+    wait_until(
+        lambda: celery_broker_idle(str(settings.broker.redis_url), BATCH_QUEUE),
+        60,
+        "the duplicate message to be consumed",
+    )
     with session_factory(make_engine(settings.database.url))() as session:
         again = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
     assert again.attempts == 1

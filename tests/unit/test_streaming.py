@@ -298,7 +298,7 @@ class BrokenFeed:
 
     closed = False
 
-    async def get(self, timeout: float) -> list[TextUpdate]:  # noqa: ASYNC109
+    async def get(self, timeout: float) -> list[TextUpdate]:  # noqa: ASYNC109 (SegmentFeed.get's signature)
         raise ConnectionError("Redis went away")
 
     async def close(self) -> None:
