@@ -26,8 +26,8 @@ FORM_OVERHEAD_BYTES = 1024 * 1024
 
 
 def build_state(settings: Settings) -> AppState:
-    settings.audio_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_async_engine(settings.database_url)
+    settings.storage.audio_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_async_engine(settings.database.url)
     sessions = async_session_factory(engine)
     return AppState(
         settings=settings,
@@ -35,8 +35,8 @@ def build_state(settings: Settings) -> AppState:
         sessions=sessions,
         storage=make_storage(settings),
         celery=make_celery(settings, name="stt-api"),
-        waiter=JobWaiter(sessions, settings.redis_url),
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
+        waiter=JobWaiter(sessions, settings.broker.redis_url),
+        limiter=RateLimiter(settings.limits.rate_limit_per_minute, settings.broker.redis_url),
         metrics=HttpMetrics(),
     )
 
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_startup=[on_startup],
         on_shutdown=[on_shutdown],
         exception_handlers=EXCEPTION_HANDLERS,
-        request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD_BYTES,
+        request_max_body_size=settings.limits.max_upload_bytes + FORM_OVERHEAD_BYTES,
         openapi_config=OpenAPIConfig(
             title="Self-hosted STT", version="0.1.0", components=COMPONENTS
         ),

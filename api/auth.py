@@ -37,13 +37,13 @@ async def authenticate(
 ) -> str:
     """The caller's tenant; 401 for a missing, unknown or revoked key. A known key then
     counts against its rate limit (429 when over it)."""
-    if settings.auth_disabled:
+    if settings.api.auth_disabled:
         return ENV_TENANT
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
     digest = hash_key(key)
-    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
+    if settings.api.key and hmac.compare_digest(key.encode(), settings.api.key.encode()):
         if limiter is not None:
             await limiter.check(digest[:32])
         return ENV_TENANT

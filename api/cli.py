@@ -24,7 +24,7 @@ log = logging.getLogger("stt")
 
 def create_key(settings: Settings, name: str, tenant: str) -> tuple[str, ApiKey]:
     key = generate_key()
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.url)
     try:
         with transaction(session_factory(engine)) as session:
             row = ApiKey(tenant=tenant, name=name, key_hash=hash_key(key), prefix=key[:11])
@@ -35,7 +35,7 @@ def create_key(settings: Settings, name: str, tenant: str) -> tuple[str, ApiKey]
 
 
 def _count_keys(settings: Settings) -> int:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.url)
     try:
         with session_factory(engine)() as session:
             return int(session.execute(select(func.count()).select_from(ApiKey)).scalar_one())
@@ -45,7 +45,7 @@ def _count_keys(settings: Settings) -> int:
 
 def ensure_first_key(settings: Settings) -> None:
     """With no key configured anywhere, make one and print it once."""
-    if settings.auth_disabled or settings.api_key or _count_keys(settings) > 0:
+    if settings.api.auth_disabled or settings.api.key or _count_keys(settings) > 0:
         return
     key, _ = create_key(settings, name="first key", tenant="default")
     print(
@@ -74,12 +74,12 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database.url)
     ensure_first_key(settings)
     procs = start_workers(workers)
     print(
-        f"Serving on http://{settings.host}:{settings.port} "
+        f"Serving on http://{settings.api.host}:{settings.api.port} "
         f"({workers} worker process(es) beside the API)",
         flush=True,
     )
@@ -88,9 +88,9 @@ def serve(settings: Settings, workers: int) -> None:
             "api.app:create_app",
             log_config=None,
             factory=True,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level.lower(),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level=settings.logs.level.lower(),
             timeout_graceful_shutdown=30,
         )
     finally:
@@ -102,7 +102,7 @@ def _keys(settings: Settings, args: argparse.Namespace) -> None:
         key, row = create_key(settings, args.name, args.tenant or args.name)
         print(f"id: {row.id}\ntenant: {row.tenant}\nkey (shown once): {key}")
         return
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database.url)
     try:
         with transaction(session_factory(engine)) as session:
             if args.keys_cmd == "list":
@@ -142,15 +142,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.logs.level, settings.logs.format)
     if args.cmd == "serve":
-        serve(settings, settings.embedded_workers if args.workers is None else args.workers)
+        serve(settings, settings.workers.embedded if args.workers is None else args.workers)
     elif args.cmd == "worker":
         os.execv(sys.executable, [sys.executable, "-m", "worker"])  # noqa: S606 (fixed argv)
     elif args.cmd == "migrate":
-        upgrade(settings.database_url)
+        upgrade(settings.database.url)
     elif args.cmd == "keys":
-        upgrade(settings.database_url)
+        upgrade(settings.database.url)
         _keys(settings, args)
 
 

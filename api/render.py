@@ -77,9 +77,9 @@ class SubtitleLayout:
     @classmethod
     def of(cls, settings: Settings) -> SubtitleLayout:
         return cls(
-            settings.subtitle_max_line_chars,
-            settings.subtitle_max_lines,
-            settings.subtitle_max_cue_s,
+            settings.subtitles.max_line_chars,
+            settings.subtitles.max_lines,
+            settings.subtitles.max_cue_s,
         )
 
 

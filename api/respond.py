@@ -83,14 +83,14 @@ async def webhook_of(form: Form, state: AppState) -> str | None:
     url = form.get("webhook_url")
     if not url:
         return None
-    if not state.settings.webhook_secret:
+    if not state.settings.webhooks.secret:
         raise InvalidRequest(
             "webhooks are not enabled on this server (it has no STT_WEBHOOK_SECRET)",
             param="webhook_url",
         )
     if len(url) > 2000:
         raise InvalidRequest("webhook_url is too long", param="webhook_url")
-    await anyio.to_thread.run_sync(check_target, url, state.settings.webhook_allow)
+    await anyio.to_thread.run_sync(check_target, url, state.settings.webhooks.allow)
     return url
 
 
@@ -110,7 +110,9 @@ def accepted(job: Job) -> Response[JobResponse]:
 async def stream_transcript(state: AppState, tenant: str, received: Received) -> Stream:
     """Queue the job and answer with its text as server-sent events (`stream=true`)."""
     job_id = received.upload.job_id
-    feed = await streaming.SegmentFeed.open(state.settings.redis_url, job_id)  # before queueing
+    feed = await streaming.SegmentFeed.open(
+        state.settings.broker.redis_url, job_id
+    )  # before queueing
     try:
         await submit(state, tenant, received, SubmitOptions(INTERACTIVE_QUEUE))
     except BaseException:

@@ -181,7 +181,9 @@ async def receive_upload(
     key = key_for_job(job_id)
     storage = state.storage
     local = storage.local_path(key)
-    spool = None if local is not None else state.settings.scratch_dir / f"upload-{job_id}.part"
+    spool = (
+        None if local is not None else state.settings.storage.scratch_dir / f"upload-{job_id}.part"
+    )
     try:
         try:
             form = await read_form(
@@ -189,7 +191,7 @@ async def receive_upload(
                 request.headers.get("content-type"),
                 storage,
                 key,
-                state.settings.max_upload_bytes,
+                state.settings.limits.max_upload_bytes,
                 spool,
             )
         except StorageUnavailable as exc:
@@ -200,10 +202,10 @@ async def receive_upload(
             probe_path = spool or local
             assert probe_path is not None
             duration = await anyio.to_thread.run_sync(probe_duration, probe_path, raw)
-            if duration > state.settings.max_audio_seconds:
+            if duration > state.settings.limits.max_audio_seconds:
                 raise PayloadTooLarge(
                     f"the audio lasts {duration:.0f} s; the limit is "
-                    f"{state.settings.max_audio_seconds:.0f} s",
+                    f"{state.settings.limits.max_audio_seconds:.0f} s",
                     param="file",
                 )
         except BaseException:
@@ -245,7 +247,7 @@ async def _existing(state: AppState, tenant: str, key: str) -> Job | None:
         ).scalar_one_or_none()
         if job is None:
             return None
-        if utcnow() - job.created_at > timedelta(seconds=state.settings.idempotency_ttl_s):
+        if utcnow() - job.created_at > timedelta(seconds=state.settings.api.idempotency_ttl_s):
             job.idempotency_key = None  # expired: the key may name a new job
             return None
         return job
@@ -276,7 +278,10 @@ async def _admit(state: AppState, tenant: str) -> None:
                 select(func.count()).select_from(Job).where(Job.status.in_(pending))
             )
         ).scalar_one()
-    if mine >= state.settings.max_queued_per_tenant or total >= state.settings.max_queued_total:
+    if (
+        mine >= state.settings.limits.max_queued_per_tenant
+        or total >= state.settings.limits.max_queued_total
+    ):
         raise RateLimited(
             "too many jobs are waiting; try again later", headers={"Retry-After": "30"}
         )
@@ -351,7 +356,7 @@ async def submit(
 
 async def wait_for_transcript(state: AppState, job_id: str) -> Transcript:
     """Wait for a synchronous job and return its transcript, or raise its failure."""
-    status = await state.waiter.wait(job_id, state.settings.sync_timeout_s)
+    status = await state.waiter.wait(job_id, state.settings.limits.sync_timeout_s)
     async with state.sessions() as session:
         job = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one_or_none()
     if job is None:
@@ -362,7 +367,7 @@ async def wait_for_transcript(state: AppState, job_id: str) -> Transcript:
     if failure is not None:
         raise failure.error()
     raise ServiceUnavailable(
-        f"the transcription did not finish within {state.settings.sync_timeout_s:.0f} s; "
+        f"the transcription did not finish within {state.settings.limits.sync_timeout_s:.0f} s; "
         f"it goes on as job {job_id}",
         headers={"Retry-After": "30"},
     )

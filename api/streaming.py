@@ -181,7 +181,7 @@ async def _while_running(
     state: AppState, job_id: str, feed: SegmentFeed | None, live: LiveText
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.settings.sync_timeout_s
+    deadline = loop.time() + state.settings.limits.sync_timeout_s
     # A comment at once: the response has begun before the first segment is recognised.
     next_poll = next_keepalive = loop.time()
     status: str | None = None
@@ -221,7 +221,7 @@ async def _while_running(
                     yield error_event(
                         "timeout",
                         f"the transcription did not finish within "
-                        f"{state.settings.sync_timeout_s:.0f} s; it goes on as job {job_id}",
+                        f"{state.settings.limits.sync_timeout_s:.0f} s; it goes on as job {job_id}",
                     )
                     return
     finally:

@@ -24,12 +24,12 @@ class ResolvedModel:
 
 
 def public_models(settings: Settings) -> list[str]:
-    return sorted(settings.aliases())
+    return sorted(settings.engine.aliases())
 
 
 def resolve_model(name: str | None, settings: Settings) -> ResolvedModel:
     """Map a requested model name to its spec; 400 naming the accepted ones if unknown."""
-    aliases = settings.aliases()
+    aliases = settings.engine.aliases()
     if not name or name not in aliases:
         accepted = ", ".join(public_models(settings))
         raise UnknownModel(
@@ -39,4 +39,6 @@ def resolve_model(name: str | None, settings: Settings) -> ResolvedModel:
             param="model",
         )
     spec = aliases[name]
-    return ResolvedModel(name=name, spec=settings.default_model if spec == "default" else spec)
+    return ResolvedModel(
+        name=name, spec=settings.engine.default_model if spec == "default" else spec
+    )

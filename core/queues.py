@@ -28,13 +28,13 @@ ALL_QUEUES = (WEBHOOK_QUEUE, INTERACTIVE_QUEUE, BATCH_QUEUE)
 
 def broker_options(settings: Settings) -> dict[str, Any]:
     """Transport options for the configured broker."""
-    if settings.uses_embedded_broker:
-        folder = str(settings.broker_dir)
+    if settings.broker.embedded:
+        folder = str(settings.storage.broker_dir)
         return {
             "data_folder_in": folder,
             "data_folder_out": folder,
-            "processed_folder": str(settings.broker_dir / "processed"),
-            "control_folder": str(settings.broker_dir / "control"),
+            "processed_folder": str(settings.storage.broker_dir / "processed"),
+            "control_folder": str(settings.storage.broker_dir / "control"),
             "store_processed": False,
         }
     # Longer than any job may run, so Redis never redelivers a message still being worked on;
@@ -45,10 +45,10 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 def make_celery(settings: Settings, name: str = "stt") -> Celery:
     """A Celery app configured for sending and for working; tasks are registered by the worker."""
-    if settings.uses_embedded_broker:
-        settings.broker_dir.mkdir(parents=True, exist_ok=True)
-        (settings.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
-    app = Celery(name, broker=settings.broker_url, set_as_current=False)
+    if settings.broker.embedded:
+        settings.storage.broker_dir.mkdir(parents=True, exist_ok=True)
+        (settings.storage.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+    app = Celery(name, broker=settings.broker.url, set_as_current=False)
     app.conf.update(
         broker_transport_options=broker_options(settings),
         broker_connection_retry_on_startup=True,

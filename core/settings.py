@@ -1,4 +1,10 @@
-"""Typed settings, built by :func:`load_settings` from the environment (never at import)."""
+"""Typed settings, built by :func:`load_settings` from the environment (never at import).
+
+Each setting is declared once, below, in its group (`settings.limits.max_upload_bytes`): its
+default, the environment variable(s) it is read from and a one-line description.
+`load_settings`, `.env.example` and the README's settings table all come from those
+declarations (see core.settings_docs).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 from core.errors import ConfigError
@@ -22,67 +29,228 @@ BUILTIN_ALIASES: dict[str, str] = {
     "whisper-1": "default",
 }
 
+Reader = Callable[[str | None, str, Any], Any]
+"""Turns a variable's raw value (None when unset) into the setting: (raw, name, default)."""
+
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything the service reads from its environment."""
+class Spec:
+    """Where a setting comes from and what it means."""
 
-    data_dir: Path
-    database_url: str
-    broker_url: str
-    redis_url: str | None
-    scratch_dir: Path
-    """Per-machine scratch space: uploads being probed, audio fetched from an object store."""
-    host: str = "127.0.0.1"
-    port: int = 8000
-    api_key: str | None = None
-    auth_disabled: bool = False
-    default_model: str = DEFAULT_MODEL
-    model_aliases: Mapping[str, str] = field(default_factory=dict)
-    device: str = "auto"
-    compute_type: str = "auto"
-    cpu_threads: int = 0
-    beam_size: int = 5
-    vad_filter: bool = True
-    max_upload_bytes: int = 2 * 1024**3
-    max_audio_seconds: float = 36000.0
-    sync_timeout_s: float = 3600.0
-    embedded_workers: int = 1
-    worker_concurrency: int = 1
-    worker_heartbeat_s: float = 5.0
-    stale_after_s: float = 60.0
-    max_attempts: int = 5
-    log_level: str = "INFO"
-    webhook_secret: str | None = None
-    webhook_allow: tuple[str, ...] = ()
-    webhook_max_attempts: int = 8
-    webhook_backoff_s: float = 2.0
-    webhook_timeout_s: float = 10.0
-    idempotency_ttl_s: float = 24 * 3600.0
-    max_queued_per_tenant: int = 1000
-    max_queued_total: int = 10000
-    max_wait_s: float = 60.0
-    rate_limit_per_minute: int = 600
-    audio_retention_s: float = 0.0
-    transcript_retention_s: float = 30 * 24 * 3600.0
-    log_format: str = "json"
-    storage_url: str | None = None
-    """None: `audio_dir`; else `file:///dir` or `s3://bucket/prefix` (see core.storage)."""
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    hallucination_guard: bool = True
-    no_speech_threshold: float = 0.6
-    logprob_threshold: float = -1.0
-    compression_ratio_threshold: float = 2.4
-    subtitle_max_line_chars: int = 42
-    subtitle_max_lines: int = 2
-    subtitle_max_cue_s: float = 6.0
-    chunk_threshold_s: float = 600.0
-    """Audio longer than this is cut into chunks that the worker pool shares."""
-    chunk_target_s: float = 300.0
-    """About how long each chunk is (cuts are placed in silences near multiples of it)."""
-    batch_size: int | None = None
-    """faster-whisper's batched pipeline with this batch; 0 sequential; None chosen per model."""
+    env: tuple[str, ...]
+    """The variable, then any fallbacks read (in order) when it is unset or empty."""
+    help: str
+    read: Reader
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    """For a default computed from settings read before it (the values so far, by name)."""
+    shown: str | None = None
+    """The default as documented, where it is not a plain value."""
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    env: str | tuple[str, ...],
+    help: str,
+    read: Reader | None = None,
+    derive: Callable[[Mapping[str, Any]], Any] | None = None,
+    shown: str | None = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A dataclass field carrying its :class:`Spec` (the one place a setting is described)."""
+    names = (env,) if isinstance(env, str) else env
+    spec = Spec(names, help, read or _text, derive, shown)
+    if factory is not None:
+        return field(default_factory=factory, metadata={"spec": spec})
+    return field(default=default, metadata={"spec": spec})
+
+
+def spec_of(f: Field[Any]) -> Spec:
+    spec: Spec = f.metadata["spec"]
+    return spec
+
+
+# Readers. Each takes the raw value (None: unset), the variable's name and the default.
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _text(raw: str | None, name: str, default: Any) -> Any:
+    return raw or default
+
+
+def _optional(raw: str | None, name: str, default: Any) -> str | None:
+    return raw or None
+
+
+def _upper(raw: str | None, name: str, default: Any) -> str:
+    return str(raw or default).upper()
+
+
+def _path(raw: str | None, name: str, default: Any) -> Path:
+    return Path(raw or default).resolve()
+
+
+def _flag(raw: str | None, name: str, default: Any) -> bool:
+    if raw is None:
+        return bool(default)
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+def _num(
+    raw: str | None,
+    name: str,
+    default: float,
+    kind: type[int] | type[float],
+    *,
+    signed: bool = False,
+) -> float:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value != value or (not signed and value < 0):  # NaN, or a negative count or size
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _int(raw: str | None, name: str, default: Any) -> int:
+    return int(_num(raw, name, default, int))
+
+
+def _float(raw: str | None, name: str, default: Any) -> float:
+    return float(_num(raw, name, default, float))
+
+
+def _signed_float(raw: str | None, name: str, default: Any) -> float:
+    return float(_num(raw, name, default, float, signed=True))
+
+
+def _positive(kind: type[int] | type[float]) -> Reader:
+    def read(raw: str | None, name: str, default: Any) -> Any:
+        value = _num(raw, name, default, kind)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+        return kind(value)
+
+    return read
+
+
+def _choice(*allowed: str) -> Reader:
+    def read(raw: str | None, name: str, default: Any) -> str:
+        value = str(raw or default).strip().lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return read
+
+
+def _csv(raw: str | None, name: str, default: Any) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (raw or "").split(",") if item.strip())
+
+
+def _aliases(raw: str | None, name: str, default: Any) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(parsed, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
+    ):
+        raise ConfigError(f"{name} must map model names to model ids or paths")
+    return parsed
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _storage_url(raw: str | None, name: str, default: Any) -> str | None:
+    """`STT_STORAGE_URL`, checked and normalised (`s3://bucket/prefix`, no trailing slash)."""
+    if not raw or not raw.strip():
+        return None
+    parts = urlsplit(raw.strip())
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"{name} must be file:///absolute/dir, got {raw!r}")
+        return f"file://{parts.path.rstrip('/') or '/'}"
+    if parts.scheme == "s3":
+        if not _BUCKET.match(parts.netloc):
+            raise ConfigError(f"{name} must name a valid bucket: s3://bucket/prefix, got {raw!r}")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{name} takes no query or fragment")
+        prefix = parts.path.strip("/")
+        if prefix and not re.fullmatch(
+            r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*", prefix
+        ):
+            raise ConfigError(f"{name} has an unusable prefix {prefix!r}")
+        return f"s3://{parts.netloc}/{prefix}".rstrip("/")
+    raise ConfigError(f"{name} must be file:///dir or s3://bucket/prefix, got {raw!r}")
+
+
+def _batch_size(raw: str | None, name: str, default: Any) -> int | None:
+    value = (raw or "").strip().lower()
+    if value in ("", "auto"):
+        return None
+    try:
+        size = int(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be 'auto' or an integer, got {raw!r}") from exc
+    if size < 0:
+        raise ConfigError(f"{name} must be 0 or more, got {raw!r}")
+    return size
+
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StorageSettings:
+    """Where files live: the data directory, scratch space and the audio store."""
+
+    data_dir: Path = setting(
+        env="STT_DATA_DIR",
+        read=_path,
+        derive=lambda _: "data",
+        shown="./data",
+        help="SQLite file, filesystem broker, audio (local storage), scratch, model cache",
+    )
+    scratch_dir: Path = setting(
+        env="STT_SCRATCH_DIR",
+        read=_path,
+        derive=lambda v: v["storage.data_dir"] / "scratch",
+        shown="$STT_DATA_DIR/scratch",
+        help="this machine's scratch space: uploads being probed, audio fetched for a job",
+    )
+    url: str | None = setting(
+        None,
+        env="STT_STORAGE_URL",
+        read=_storage_url,
+        help="where audio is kept: unset is `$STT_DATA_DIR/audio`; `file:///dir` a directory; "
+        "`s3://bucket/prefix` an S3-compatible bucket (see *Scaling out*)",
+    )
+    s3_endpoint_url: str | None = setting(
+        None,
+        env=("STT_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+        read=_optional,
+        help="the object store's URL (MinIO, R2, GCS); unset for AWS S3",
+    )
+    s3_region: str | None = setting(
+        None,
+        env=("AWS_REGION", "AWS_DEFAULT_REGION"),
+        read=_optional,
+        help="the bucket's region (credentials: the usual AWS variables, read by boto3)",
+    )
 
     @property
     def audio_dir(self) -> Path:
@@ -96,198 +264,403 @@ class Settings:
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseSettings:
+    """The job database."""
+
+    url: str = setting(
+        env="DATABASE_URL",
+        derive=lambda v: f"sqlite:///{v['storage.data_dir'] / 'stt.db'}",
+        shown="sqlite:///$STT_DATA_DIR/stt.db",
+        help="e.g. `postgresql://user:pass@host/db`",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSettings:
+    """The Celery broker and Redis (job announcements, streamed text)."""
+
+    redis_url: str | None = setting(
+        None,
+        env="REDIS_URL",
+        read=_optional,
+        help="Redis as the Celery broker and for job announcements",
+    )
+    url: str = setting(
+        env="STT_BROKER_URL",
+        derive=lambda v: v["broker.redis_url"] or "filesystem://",
+        shown="`REDIS_URL`, else `filesystem://`",
+        help="another Celery broker URL",
+    )
+
     @property
-    def uses_embedded_broker(self) -> bool:
-        return self.broker_url.startswith("filesystem://")
+    def embedded(self) -> bool:
+        """The filesystem broker of the single-machine default (no Redis)."""
+        return self.url.startswith("filesystem://")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiSettings:
+    """The HTTP API: where it listens and how callers are let in."""
+
+    host: str = setting("127.0.0.1", env="HOST", help="where the API listens")
+    port: int = setting(8000, env="PORT", read=_int, help="the API's port")
+    key: str | None = setting(
+        None,
+        env="STT_API_KEY",
+        read=_optional,
+        help="one key accepted besides those in the database",
+    )
+    auth_disabled: bool = setting(
+        False,
+        env="STT_AUTH_DISABLED",
+        read=_flag,
+        help="`true` turns authentication off (explicitly)",
+    )
+    idempotency_ttl_s: float = setting(
+        DAY,
+        env="STT_IDEMPOTENCY_TTL_S",
+        read=_float,
+        help="how long an Idempotency-Key names its job",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineSettings:
+    """Whisper: which model the public names run, and how it decodes."""
+
+    default_model: str = setting(
+        DEFAULT_MODEL,
+        env="STT_DEFAULT_MODEL",
+        help="what the public model names run: `bundled:base`, `bundled:tiny.en`, any "
+        "faster-whisper model id (`large-v3`, `distil-large-v3`, …) or a model directory",
+    )
+    model_aliases: Mapping[str, str] = setting(
+        env="STT_MODEL_ALIASES",
+        read=_aliases,
+        factory=dict,
+        shown="{}",
+        help='JSON map of extra public names to model specs, e.g. `{"fast": "bundled:tiny.en"}`',
+    )
+    device: str = setting(
+        "auto",
+        env="STT_DEVICE",
+        help="`auto` (CUDA when a GPU is visible), `cpu`, `cuda`",
+    )
+    compute_type: str = setting(
+        "auto",
+        env="STT_COMPUTE_TYPE",
+        help="`auto` (int8 on CPU, float16 on GPU) or any CTranslate2 type",
+    )
+    cpu_threads: int = setting(
+        0,
+        env="STT_CPU_THREADS",
+        read=_int,
+        help="CTranslate2 threads per worker process (0: its default)",
+    )
+    beam_size: int = setting(5, env="STT_BEAM_SIZE", read=_int, help="beam size")
+    vad_filter: bool = setting(
+        True, env="STT_VAD_FILTER", read=_flag, help="Silero VAD before decoding"
+    )
+    batch_size: int | None = setting(
+        None,
+        env="STT_BATCH_SIZE",
+        read=_batch_size,
+        shown="auto",
+        help="`auto`: per model and device as measured (`worker/batching.py`); `0`: sequential "
+        "decoding; `N`: faster-whisper's batched pipeline with batch `N`",
+    )
 
     def aliases(self) -> dict[str, str]:
         """Public model names mapped to model specs ("default" means `default_model`)."""
         return {**BUILTIN_ALIASES, **self.model_aliases}
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+@dataclass(frozen=True, kw_only=True)
+class LimitsSettings:
+    """What one request, one tenant and the whole queue may use."""
+
+    max_upload_bytes: int = setting(
+        2 * 1024**3,
+        env="STT_MAX_UPLOAD_BYTES",
+        read=_int,
+        help="upload limit (413 beyond)",
+    )
+    max_audio_seconds: float = setting(
+        36000.0,
+        env="STT_MAX_AUDIO_SECONDS",
+        read=_float,
+        help="audio duration limit (413 beyond)",
+    )
+    sync_timeout_s: float = setting(
+        3600.0,
+        env="STT_SYNC_TIMEOUT_S",
+        read=_float,
+        help="how long a synchronous call waits",
+    )
+    max_queued_per_tenant: int = setting(
+        1000,
+        env="STT_MAX_QUEUED_PER_TENANT",
+        read=_int,
+        help="queued or running jobs per tenant before 429",
+    )
+    max_queued_total: int = setting(
+        10000,
+        env="STT_MAX_QUEUED_TOTAL",
+        read=_int,
+        help="queued or running jobs in all before 429",
+    )
+    max_wait_s: float = setting(
+        60.0,
+        env="STT_MAX_WAIT_S",
+        read=_float,
+        help="the longest `?wait=` a poll may ask for",
+    )
+    rate_limit_per_minute: int = setting(
+        600,
+        env="STT_RATE_LIMIT_PER_MINUTE",
+        read=_int,
+        help="requests per minute per key (0: no limit)",
+    )
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None:
-        return default
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+@dataclass(frozen=True, kw_only=True)
+class WorkersSettings:
+    """Worker processes: how many, their heartbeats and retries."""
+
+    embedded: int = setting(
+        1,
+        env="STT_EMBEDDED_WORKERS",
+        read=_int,
+        help="worker processes `stt serve` starts beside the API (0 for none)",
+    )
+    concurrency: int = setting(
+        1,
+        env="STT_WORKER_CONCURRENCY",
+        read=_int,
+        help="processes per worker (each loads the model once)",
+    )
+    heartbeat_s: float = setting(
+        5.0,
+        env="STT_WORKER_HEARTBEAT_S",
+        read=_float,
+        help="how often a running job's heartbeat is written",
+    )
+    stale_after_s: float = setting(
+        60.0,
+        env="STT_STALE_AFTER_S",
+        read=_float,
+        help="a running job silent this long is put back on its queue",
+    )
+    max_attempts: int = setting(
+        5,
+        env="STT_MAX_ATTEMPTS",
+        read=_int,
+        help="attempts before a job fails for good",
+    )
 
 
-def _num(
-    env: Mapping[str, str],
-    name: str,
-    default: float,
-    kind: type[int] | type[float],
-    *,
-    signed: bool = False,
-) -> float:
-    raw = env.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if value != value or (not signed and value < 0):  # NaN, or a negative count or size
-        raise ConfigError(f"{name} must not be negative, got {raw!r}")
-    return value
+@dataclass(frozen=True, kw_only=True)
+class LogsSettings:
+    """Logging."""
+
+    level: str = setting("INFO", env="STT_LOG_LEVEL", read=_upper, help="log level")
+    format: str = setting(
+        "json",
+        env="STT_LOG_FORMAT",
+        read=_choice("json", "text"),
+        help="`json` lines or `text`",
+    )
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = (env.get(name) or default).strip().lower()
-    if value not in allowed:
-        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-    return value
+@dataclass(frozen=True, kw_only=True)
+class WebhooksSettings:
+    """Signed job-completion callbacks."""
+
+    secret: str | None = setting(
+        None,
+        env="STT_WEBHOOK_SECRET",
+        read=_optional,
+        help="signs webhooks; without it `webhook_url` is refused",
+    )
+    allow: tuple[str, ...] = setting(
+        (),
+        env="STT_WEBHOOK_ALLOW",
+        read=_csv,
+        shown="",
+        help="comma-separated hosts or CIDRs admitted as webhook targets even if private",
+    )
+    max_attempts: int = setting(
+        8,
+        env="STT_WEBHOOK_MAX_ATTEMPTS",
+        read=_int,
+        help="deliveries tried before a webhook is given up",
+    )
+    backoff_s: float = setting(
+        2.0,
+        env="STT_WEBHOOK_BACKOFF_S",
+        read=_float,
+        help="first retry delay, doubling each time (capped at 300 s)",
+    )
+    timeout_s: float = setting(10.0, env="STT_WEBHOOK_TIMEOUT_S", read=_float, help="per delivery")
 
 
-def _positive(
-    env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]
-) -> float:
-    value = _num(env, name, default, kind)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be a positive number, got {env.get(name)!r}")
-    return value
+@dataclass(frozen=True, kw_only=True)
+class RetentionSettings:
+    """How long audio and transcripts are kept after a job ends."""
+
+    audio_s: float = setting(
+        0.0,
+        env="STT_AUDIO_RETENTION_S",
+        read=_float,
+        help="keep audio this long after its job ends (0: delete at once)",
+    )
+    transcript_s: float = setting(
+        30 * DAY,
+        env="STT_TRANSCRIPT_RETENTION_S",
+        read=_float,
+        help="purge ended jobs and transcripts after this long",
+    )
 
 
-def _aliases(raw: str | None) -> dict[str, str]:
-    if not raw:
-        return {}
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"STT_MODEL_ALIASES must be a JSON object: {exc}") from exc
-    if not isinstance(parsed, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()
-    ):
-        raise ConfigError("STT_MODEL_ALIASES must map model names to model ids or paths")
-    return parsed
+@dataclass(frozen=True, kw_only=True)
+class GuardSettings:
+    """The hallucination guard: segments Whisper invented on silence or noise."""
+
+    enabled: bool = setting(
+        True,
+        env="STT_HALLUCINATION_GUARD",
+        read=_flag,
+        help="drop segments Whisper invented on silence or noise (docs/hallucination-guard.md)",
+    )
+    no_speech_threshold: float = setting(
+        0.6,
+        env="STT_NO_SPEECH_THRESHOLD",
+        read=_float,
+        help="a segment more likely silence than this …",
+    )
+    logprob_threshold: float = setting(
+        -1.0,
+        env="STT_LOGPROB_THRESHOLD",
+        read=_signed_float,
+        help="… and less probable than this is dropped; below it, the temperature also falls back",
+    )
+    compression_ratio_threshold: float = setting(
+        2.4,
+        env="STT_COMPRESSION_RATIO_THRESHOLD",
+        read=_float,
+        help="a segment whose text is more repetitive than this is dropped; a window's text "
+        "above it makes the temperature fall back",
+    )
 
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+@dataclass(frozen=True, kw_only=True)
+class SubtitlesSettings:
+    """SRT and WebVTT cue layout."""
+
+    max_line_chars: int = setting(
+        42,
+        env="STT_SUBTITLE_MAX_LINE_CHARS",
+        read=_positive(int),
+        help="characters per subtitle line",
+    )
+    max_lines: int = setting(
+        2,
+        env="STT_SUBTITLE_MAX_LINES",
+        read=_positive(int),
+        help="lines per subtitle cue",
+    )
+    max_cue_s: float = setting(
+        6.0,
+        env="STT_SUBTITLE_MAX_CUE_S",
+        read=_positive(float),
+        help="seconds per subtitle cue",
+    )
 
 
-def _storage_url(raw: str | None) -> str | None:
-    """`STT_STORAGE_URL`, checked and normalised (`s3://bucket/prefix`, no trailing slash)."""
-    if not raw or not raw.strip():
-        return None
-    parts = urlsplit(raw.strip())
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ConfigError(f"STT_STORAGE_URL must be file:///absolute/dir, got {raw!r}")
-        return f"file://{parts.path.rstrip('/') or '/'}"
-    if parts.scheme == "s3":
-        if not _BUCKET.match(parts.netloc):
-            raise ConfigError(
-                f"STT_STORAGE_URL must name a valid bucket: s3://bucket/prefix, got {raw!r}"
-            )
-        if parts.query or parts.fragment:
-            raise ConfigError("STT_STORAGE_URL takes no query or fragment")
-        prefix = parts.path.strip("/")
-        if prefix and not re.fullmatch(
-            r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*", prefix
-        ):
-            raise ConfigError(f"STT_STORAGE_URL has an unusable prefix {prefix!r}")
-        return f"s3://{parts.netloc}/{prefix}".rstrip("/")
-    raise ConfigError(f"STT_STORAGE_URL must be file:///dir or s3://bucket/prefix, got {raw!r}")
+@dataclass(frozen=True, kw_only=True)
+class ChunksSettings:
+    """Long audio cut into chunks that the worker pool shares."""
+
+    threshold_s: float = setting(
+        600.0,
+        env="STT_CHUNK_THRESHOLD_S",
+        read=_float,
+        help="audio longer than this is cut into chunks that the worker pool shares (also the "
+        "most samples a worker decodes whole)",
+    )
+    target_s: float = setting(
+        300.0,
+        env="STT_CHUNK_TARGET_S",
+        read=_float,
+        help="about how long each chunk is (at least 10; not above the threshold); cuts go in "
+        "pauses near it. Keep it well above 30 s: a chunk of a single Whisper window loses the "
+        "rest of itself when the model ends that window early",
+    )
 
 
-def _batch_size(raw: str | None) -> int | None:
-    value = (raw or "").strip().lower()
-    if value in ("", "auto"):
-        return None
-    try:
-        size = int(value)
-    except ValueError as exc:
-        raise ConfigError(f"STT_BATCH_SIZE must be 'auto' or an integer, got {raw!r}") from exc
-    if size < 0:
-        raise ConfigError(f"STT_BATCH_SIZE must be 0 or more, got {raw!r}")
-    return size
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the service reads from its environment, in groups."""
+
+    storage: StorageSettings
+    database: DatabaseSettings
+    broker: BrokerSettings
+    api: ApiSettings
+    engine: EngineSettings
+    limits: LimitsSettings
+    workers: WorkersSettings
+    logs: LogsSettings
+    webhooks: WebhooksSettings
+    retention: RetentionSettings
+    guard: GuardSettings
+    subtitles: SubtitlesSettings
+    chunks: ChunksSettings
 
 
-def _chunking(env: Mapping[str, str]) -> tuple[float, float]:
-    threshold = float(_num(env, "STT_CHUNK_THRESHOLD_S", 600.0, float))
-    target = float(_num(env, "STT_CHUNK_TARGET_S", 300.0, float))
-    if target < 10:
-        raise ConfigError(f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {target}")
-    if threshold < target:
+def groups() -> dict[str, type[Any]]:
+    """Each group's name and class, in the order they are read and documented."""
+    hints = get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in fields(Settings)}
+
+
+def _raw(env: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    """The first variable of `names` set to something; else the first one as set (or None)."""
+    for name in names:
+        if env.get(name):
+            return env[name]
+    return env.get(names[0])
+
+
+def _check(settings: Settings) -> None:
+    """Rules between settings."""
+    chunks = settings.chunks
+    if chunks.target_s < 10:
+        raise ConfigError(f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {chunks.target_s}")
+    if chunks.threshold_s < chunks.target_s:
         raise ConfigError("STT_CHUNK_THRESHOLD_S must not be below STT_CHUNK_TARGET_S")
-    return threshold, target
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    data_dir = Path(env.get("STT_DATA_DIR") or "data").resolve()
-    redis_url = env.get("REDIS_URL") or None
-    database_url = env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'stt.db'}"
-    chunk_threshold_s, chunk_target_s = _chunking(env)
-    broker_url = env.get("STT_BROKER_URL") or redis_url or "filesystem://"
-    return Settings(
-        data_dir=data_dir,
-        database_url=database_url,
-        broker_url=broker_url,
-        redis_url=redis_url,
-        scratch_dir=Path(env.get("STT_SCRATCH_DIR") or data_dir / "scratch").resolve(),
-        host=env.get("HOST") or "127.0.0.1",
-        port=int(_num(env, "PORT", 8000, int)),
-        api_key=env.get("STT_API_KEY") or None,
-        auth_disabled=_bool(env, "STT_AUTH_DISABLED", False),
-        default_model=env.get("STT_DEFAULT_MODEL") or DEFAULT_MODEL,
-        model_aliases=_aliases(env.get("STT_MODEL_ALIASES")),
-        device=env.get("STT_DEVICE") or "auto",
-        compute_type=env.get("STT_COMPUTE_TYPE") or "auto",
-        cpu_threads=int(_num(env, "STT_CPU_THREADS", 0, int)),
-        beam_size=int(_num(env, "STT_BEAM_SIZE", 5, int)),
-        vad_filter=_bool(env, "STT_VAD_FILTER", True),
-        max_upload_bytes=int(_num(env, "STT_MAX_UPLOAD_BYTES", 2 * 1024**3, int)),
-        max_audio_seconds=float(_num(env, "STT_MAX_AUDIO_SECONDS", 36000.0, float)),
-        sync_timeout_s=float(_num(env, "STT_SYNC_TIMEOUT_S", 3600.0, float)),
-        embedded_workers=int(_num(env, "STT_EMBEDDED_WORKERS", 1, int)),
-        worker_concurrency=int(_num(env, "STT_WORKER_CONCURRENCY", 1, int)),
-        worker_heartbeat_s=float(_num(env, "STT_WORKER_HEARTBEAT_S", 5.0, float)),
-        stale_after_s=float(_num(env, "STT_STALE_AFTER_S", 60.0, float)),
-        max_attempts=int(_num(env, "STT_MAX_ATTEMPTS", 5, int)),
-        log_level=(env.get("STT_LOG_LEVEL") or "INFO").upper(),
-        webhook_secret=env.get("STT_WEBHOOK_SECRET") or None,
-        webhook_allow=tuple(
-            item.strip() for item in (env.get("STT_WEBHOOK_ALLOW") or "").split(",") if item.strip()
-        ),
-        webhook_max_attempts=int(_num(env, "STT_WEBHOOK_MAX_ATTEMPTS", 8, int)),
-        webhook_backoff_s=float(_num(env, "STT_WEBHOOK_BACKOFF_S", 2.0, float)),
-        webhook_timeout_s=float(_num(env, "STT_WEBHOOK_TIMEOUT_S", 10.0, float)),
-        idempotency_ttl_s=float(_num(env, "STT_IDEMPOTENCY_TTL_S", 24 * 3600.0, float)),
-        max_queued_per_tenant=int(_num(env, "STT_MAX_QUEUED_PER_TENANT", 1000, int)),
-        max_queued_total=int(_num(env, "STT_MAX_QUEUED_TOTAL", 10000, int)),
-        max_wait_s=float(_num(env, "STT_MAX_WAIT_S", 60.0, float)),
-        rate_limit_per_minute=int(_num(env, "STT_RATE_LIMIT_PER_MINUTE", 600, int)),
-        audio_retention_s=float(_num(env, "STT_AUDIO_RETENTION_S", 0.0, float)),
-        transcript_retention_s=float(
-            _num(env, "STT_TRANSCRIPT_RETENTION_S", 30 * 24 * 3600.0, float)
-        ),
-        log_format=_choice(env, "STT_LOG_FORMAT", "json", ("json", "text")),
-        storage_url=_storage_url(env.get("STT_STORAGE_URL")),
-        # Region and credentials come from the usual AWS variables (boto3 reads the keys).
-        s3_endpoint_url=env.get("STT_S3_ENDPOINT_URL")
-        or env.get("AWS_ENDPOINT_URL_S3")
-        or env.get("AWS_ENDPOINT_URL")
-        or None,
-        s3_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        hallucination_guard=_bool(env, "STT_HALLUCINATION_GUARD", True),
-        no_speech_threshold=float(_num(env, "STT_NO_SPEECH_THRESHOLD", 0.6, float)),
-        logprob_threshold=float(_num(env, "STT_LOGPROB_THRESHOLD", -1.0, float, signed=True)),
-        compression_ratio_threshold=float(_num(env, "STT_COMPRESSION_RATIO_THRESHOLD", 2.4, float)),
-        subtitle_max_line_chars=int(_positive(env, "STT_SUBTITLE_MAX_LINE_CHARS", 42, int)),
-        subtitle_max_lines=int(_positive(env, "STT_SUBTITLE_MAX_LINES", 2, int)),
-        subtitle_max_cue_s=_positive(env, "STT_SUBTITLE_MAX_CUE_S", 6.0, float),
-        chunk_threshold_s=chunk_threshold_s,
-        chunk_target_s=chunk_target_s,
-        batch_size=_batch_size(env.get("STT_BATCH_SIZE")),
-    )
+    values: dict[str, Any] = {}  # by dotted path, for the defaults derived from earlier ones
+    built: dict[str, Any] = {}
+    for name, group in groups().items():
+        own: dict[str, Any] = {}
+        for f in fields(group):
+            spec = spec_of(f)
+            if spec.derive is not None:
+                default = spec.derive(values)
+            elif f.default_factory is not MISSING:
+                default = f.default_factory()
+            else:
+                default = f.default
+            own[f.name] = values[f"{name}.{f.name}"] = spec.read(
+                _raw(env, spec.env), spec.env[0], default
+            )
+        built[name] = group(**own)
+    settings = Settings(**built)
+    _check(settings)
+    return settings

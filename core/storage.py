@@ -559,19 +559,19 @@ def clean_scratch(folder: Path, max_age_s: float = SCRATCH_MAX_AGE_S) -> int:
 def make_storage(settings: Settings) -> Storage:
     """The backend `STT_STORAGE_URL` names: unset → `$STT_DATA_DIR/audio`, `file:///dir` → that
     directory, `s3://bucket/prefix` → the bucket (endpoint from `STT_S3_ENDPOINT_URL`)."""
-    clean_scratch(settings.scratch_dir)
-    url = settings.storage_url
+    clean_scratch(settings.storage.scratch_dir)
+    url = settings.storage.url
     parts = urlsplit(url or "")
     if parts.scheme != "s3":
-        local = LocalStorage(Path(parts.path) if url else settings.audio_dir)
+        local = LocalStorage(Path(parts.path) if url else settings.storage.audio_dir)
         local.root.mkdir(parents=True, exist_ok=True)
         return local
     return S3Storage(
         parts.netloc,
         parts.path,
-        settings.scratch_dir,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
+        settings.storage.scratch_dir,
+        endpoint_url=settings.storage.s3_endpoint_url,
+        region=settings.storage.s3_region,
         # S3 allows 10,000 parts: larger parts if the upload limit needs them.
-        part_size=max(PART_SIZE, -(-settings.max_upload_bytes // MAX_PARTS)),
+        part_size=max(PART_SIZE, -(-settings.limits.max_upload_bytes // MAX_PARTS)),
     )

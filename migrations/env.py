@@ -29,7 +29,7 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    url = config.attributes.get("url") or load_settings().database_url
+    url = config.attributes.get("url") or load_settings().database.url
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

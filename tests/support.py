@@ -14,7 +14,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -82,6 +82,35 @@ def error_rate(reference: str, hypothesis: str, language: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, what: str = "the condition"
+) -> None:
+    """Poll `predicate` until it is truthy; fail with `what` once `timeout` seconds pass.
+
+    Tests wait on an observable condition with this, never on a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def celery_broker_idle(redis_url: str, queue: str) -> bool:
+    """Celery on Redis: nothing waits in `queue` (any priority) and nothing delivered to a
+    worker is still unacknowledged (late acks: a message is acked once its task returns)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        waiting = sum(
+            int(client.llen(key)) for key in client.scan_iter(match=f"{queue}*", _type="list")
+        )
+        return waiting == 0 and int(client.hlen("unacked")) == 0
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -111,7 +140,9 @@ def start_service(
     workers: int = 1,
     timeout: float = 90.0,
     log_name: str = "service.log",
+    python: str = sys.executable,
 ) -> LiveService:
+    """`stt serve` from `python`'s environment (default: this one) on a free loopback port."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / log_name
@@ -131,7 +162,7 @@ def start_service(
     }
     handle = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--workers", str(workers)],
+        [python, "-m", "api.cli", "serve", "--workers", str(workers)],
         cwd=ROOT,
         env=full_env,
         stdout=handle,
@@ -161,12 +192,10 @@ def start_service(
 
 def wait_for_worker(service: LiveService, timeout: float = 60.0) -> None:
     """Block until the service log says a worker is ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "ready." in service.log():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"no worker became ready:\n{service.log()}")
+    try:
+        wait_until(lambda: "ready." in service.log(), timeout, "a worker to become ready")
+    except AssertionError as exc:
+        raise RuntimeError(f"no worker became ready:\n{service.log()}") from exc
 
 
 def stop_service_proc(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:

@@ -17,10 +17,10 @@ from worker.reconciler import start_reconciler
 
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.logs.level, settings.logs.format)
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
-    interval = max(settings.stale_after_s / 3, 2.0)
+    interval = max(settings.workers.stale_after_s / 3, 2.0)
 
     @worker_ready.connect(weak=False)
     def _start_sweeps(**_: object) -> None:
@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> None:
         [
             "worker",
             "--loglevel",
-            settings.log_level,
+            settings.logs.level,
             "--queues",
             ",".join(ALL_QUEUES),
             "--concurrency",
-            str(settings.worker_concurrency),
+            str(settings.workers.concurrency),
             "--hostname",
             f"stt-{os.getpid()}@%h",
             *args,

@@ -43,7 +43,7 @@ def run_long(ctx: WorkerContext, claim: Claim) -> bool:
     """Plan and fan out a claimed job whose audio is over the threshold; False otherwise."""
     with ctx.db()() as session:
         duration = session.execute(select(Job.duration).where(Job.id == claim.job_id)).scalar()
-    if duration is None or duration <= ctx.settings.chunk_threshold_s:
+    if duration is None or duration <= ctx.settings.chunks.threshold_s:
         return False
     with job_heartbeat(ctx, claim.job_id, float(duration)) as beat:  # ours till fanned out
         plan = _plan(ctx, claim, float(duration), beat.stop_requested.is_set)
@@ -62,7 +62,7 @@ def _plan(
             plan = plan_chunks(
                 iter_decoded(path, claim.options.raw),
                 duration,
-                ctx.settings.chunk_target_s,
+                ctx.settings.chunks.target_s,
                 find_speech=ctx.find_speech,
                 should_stop=should_stop,
             )

@@ -75,13 +75,13 @@ class WorkerContext:
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
-        return session_factory(make_engine(self.settings.database_url))
+        return session_factory(make_engine(self.settings.database.url))
 
     @cached_property
     def redis(self) -> Redis | None:
-        if not self.settings.redis_url:
+        if not self.settings.broker.redis_url:
             return None
-        return Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        return Redis.from_url(self.settings.broker.redis_url, socket_timeout=5)
 
     def db(self) -> sessionmaker[Session]:
         self._check_fork()
@@ -99,16 +99,16 @@ class WorkerContext:
     def engine_config(self) -> EngineConfig:
         s = self.settings
         return EngineConfig(
-            device=s.device,
-            compute_type=s.compute_type,
-            cpu_threads=s.cpu_threads,
-            beam_size=s.beam_size,
-            vad_filter=s.vad_filter,
+            device=s.engine.device,
+            compute_type=s.engine.compute_type,
+            cpu_threads=s.engine.cpu_threads,
+            beam_size=s.engine.beam_size,
+            vad_filter=s.engine.vad_filter,
             guard=GuardConfig(
-                enabled=s.hallucination_guard,
-                no_speech_threshold=s.no_speech_threshold,
-                logprob_threshold=s.logprob_threshold,
-                compression_ratio_threshold=s.compression_ratio_threshold,
+                enabled=s.guard.enabled,
+                no_speech_threshold=s.guard.no_speech_threshold,
+                logprob_threshold=s.guard.logprob_threshold,
+                compression_ratio_threshold=s.guard.compression_ratio_threshold,
             ),
         )
 
@@ -116,13 +116,13 @@ class WorkerContext:
         """The engine settings with the batch size for this model on this device."""
         config = self.engine_config
         device, _ = resolve_device(config.device, config.compute_type)
-        batch = batch_size_for(self.settings.batch_size, model_spec, device)
+        batch = batch_size_for(self.settings.engine.batch_size, model_spec, device)
         return replace(config, batch_size=batch)
 
     def model_for(self, model_spec: str) -> tuple[Any, EngineConfig]:
         """The loaded model (once per process) and the engine settings for it."""
         config = self.engine_config_for(model_spec)
-        return self.load_model(model_spec, config, self.settings.model_cache_dir), config
+        return self.load_model(model_spec, config, self.settings.storage.model_cache_dir), config
 
     @property
     def worker_name(self) -> str:

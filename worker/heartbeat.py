@@ -63,7 +63,7 @@ def job_heartbeat(ctx: WorkerContext, job_id: str, duration: float) -> Heartbeat
         share = None if progress is None else (min(progress[0] / whole, 0.99), progress[1])
         return lifecycle.beat_job(ctx, job_id, share)
 
-    return Heartbeat(job_id, ctx.settings.worker_heartbeat_s, beat)
+    return Heartbeat(job_id, ctx.settings.workers.heartbeat_s, beat)
 
 
 def chunk_heartbeat(ctx: WorkerContext, job_id: str, index: int) -> Heartbeat:
@@ -72,4 +72,4 @@ def chunk_heartbeat(ctx: WorkerContext, job_id: str, index: int) -> Heartbeat:
     def beat(progress: Progress | None) -> bool:
         return lifecycle.beat_chunk(ctx, job_id, index, None if progress is None else progress[0])
 
-    return Heartbeat(f"{job_id}:{index}", ctx.settings.worker_heartbeat_s, beat)
+    return Heartbeat(f"{job_id}:{index}", ctx.settings.workers.heartbeat_s, beat)

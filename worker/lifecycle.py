@@ -92,7 +92,7 @@ def _fail_row(job: Job, code: FailureCode, message: str) -> None:
 
 def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
     now = utcnow()
-    stale = timedelta(seconds=ctx.settings.stale_after_s)
+    stale = timedelta(seconds=ctx.settings.workers.stale_after_s)
     with ctx.db()() as session, session.begin():
         job = session.execute(
             select(Job).where(Job.id == job_id).with_for_update()
@@ -115,11 +115,12 @@ def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
             _fail_row(job, FailureCode.audio_missing, "the job's audio is gone")
             return "failed", None
         job.attempts += 1
-        if job.attempts > ctx.settings.max_attempts:
+        if job.attempts > ctx.settings.workers.max_attempts:
             _fail_row(
                 job,
                 FailureCode.too_many_attempts,
-                f"gave up after {ctx.settings.max_attempts} attempts (workers lost or errors)",
+                f"gave up after {ctx.settings.workers.max_attempts} attempts"
+                " (workers lost or errors)",
             )
             return "failed", None
         job.status = JobStatus.running.value
@@ -208,7 +209,7 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
         ).one_or_none()
     if row is None:
         return
-    end = after_end(row.audio_key, row.webhook_url, keep_audio=ctx.settings.audio_retention_s > 0)
+    end = after_end(row.audio_key, row.webhook_url, keep_audio=ctx.settings.retention.audio_s > 0)
     if end.drop_audio:
         discard(ctx.storage, end.drop_audio)  # never keeps the end from being announced
     announce(ctx, job_id)
@@ -280,7 +281,7 @@ def _chunk_mine(ctx: WorkerContext, job_id: str, index: int) -> ColumnElement[bo
 def claim_chunk(ctx: WorkerContext, job_id: str, index: int) -> ChunkClaim | None:
     """Mark the chunk running for this process, or None when there is nothing to do."""
     now = utcnow()
-    stale = timedelta(seconds=ctx.settings.stale_after_s)
+    stale = timedelta(seconds=ctx.settings.workers.stale_after_s)
     gave_up = False
     with ctx.db()() as session, session.begin():
         job = session.execute(
@@ -306,11 +307,11 @@ def claim_chunk(ctx: WorkerContext, job_id: str, index: int) -> ChunkClaim | Non
             log.info("chunk %s:%d runs on %s; duplicate dropped", job_id, index, chunk.worker)
             return None
         chunk.attempts += 1
-        if chunk.attempts > ctx.settings.max_attempts:
+        if chunk.attempts > ctx.settings.workers.max_attempts:
             _fail_row(
                 job,
                 FailureCode.too_many_attempts,
-                f"chunk {index} gave up after {ctx.settings.max_attempts} attempts "
+                f"chunk {index} gave up after {ctx.settings.workers.max_attempts} attempts "
                 "(workers lost or errors)",
             )
             gave_up = True

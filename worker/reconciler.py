@@ -48,10 +48,10 @@ def _text(value: bytes | str) -> str:
 def _broker_ids(ctx: WorkerContext) -> str | None:
     """Everything the broker holds (queued and unacked messages) as one searchable text."""
     client = ctx.redis_client()
-    if ctx.settings.uses_embedded_broker:
-        folder: Path = ctx.settings.broker_dir
+    if ctx.settings.broker.embedded:
+        folder: Path = ctx.settings.storage.broker_dir
         return "".join(p.read_text(errors="replace") for p in folder.glob("*.msg") if p.is_file())
-    if client is None or not ctx.settings.broker_url.startswith("redis"):
+    if client is None or not ctx.settings.broker.url.startswith("redis"):
         return None  # another broker: only stale running jobs are handled
     parts: list[str] = []
     for queue in ALL_QUEUES:
@@ -66,8 +66,8 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
     """One sweep; returns how many jobs were put back."""
     now = utcnow()
     settings = ctx.settings
-    stale_before = now - timedelta(seconds=settings.stale_after_s)
-    grace_before = now - timedelta(seconds=settings.stale_after_s)
+    stale_before = now - timedelta(seconds=settings.workers.stale_after_s)
+    grace_before = now - timedelta(seconds=settings.workers.stale_after_s)
     requeue: list[tuple[str, str]] = []
     with ctx.db()() as session, session.begin():
         stale = session.execute(
@@ -102,7 +102,7 @@ def reconcile(ctx: WorkerContext, app: Celery) -> int:
 def _reconcile_chunks(ctx: WorkerContext, app: Celery, held: str | None) -> int:
     """Chunks of running jobs whose worker stopped beating, or whose message was lost."""
     now = utcnow()
-    before = now - timedelta(seconds=ctx.settings.stale_after_s)
+    before = now - timedelta(seconds=ctx.settings.workers.stale_after_s)
     requeue: list[tuple[str, int, str]] = []
     with ctx.db()() as session, session.begin():
         stale = session.execute(
@@ -166,7 +166,7 @@ def purge(ctx: WorkerContext) -> int:
         old = session.execute(
             select(Job.id, Job.audio_key).where(
                 Job.status.in_(ended),
-                Job.completed_at < now - timedelta(seconds=settings.transcript_retention_s),
+                Job.completed_at < now - timedelta(seconds=settings.retention.transcript_s),
             )
         ).all()
         if old:
@@ -175,7 +175,7 @@ def purge(ctx: WorkerContext) -> int:
             select(Job.id, Job.audio_key).where(
                 Job.status.in_(ended),
                 Job.audio_key.is_not(None),
-                Job.completed_at < now - timedelta(seconds=settings.audio_retention_s),
+                Job.completed_at < now - timedelta(seconds=settings.retention.audio_s),
             )
         ).all()
         if stale_audio:
@@ -208,8 +208,8 @@ def sweep_storage(ctx: WorkerContext, grace_s: float = ORPHAN_GRACE_S) -> int:
     candidates = (key for key in storage.keys_older_than(before) if is_audio_key(key))
     pending = (JobStatus.queued.value, JobStatus.running.value)
     needed: ColumnElement[bool] = Job.status.in_(pending)
-    if ctx.settings.audio_retention_s > 0:
-        kept_since = utcnow() - timedelta(seconds=ctx.settings.audio_retention_s)
+    if ctx.settings.retention.audio_s > 0:
+        kept_since = utcnow() - timedelta(seconds=ctx.settings.retention.audio_s)
         needed = or_(needed, Job.completed_at >= kept_since)
     for batch in _batched(candidates, 500):
         with ctx.db()() as session:

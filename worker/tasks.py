@@ -75,7 +75,7 @@ def _register_runner(app: Celery, ctx: WorkerContext, name: str, runner: Runner)
         bind=True,
         acks_late=True,
         reject_on_worker_lost=True,
-        max_retries=ctx.settings.max_attempts,
+        max_retries=ctx.settings.workers.max_attempts,
     )(task)
 
 

@@ -51,7 +51,7 @@ def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
             return
         url = job.webhook_url
         body = json.dumps(job_json(job), separators=(",", ":")).encode()
-    if not settings.webhook_secret:
+    if not settings.webhooks.secret:
         _record(
             ctx,
             job_id,
@@ -63,17 +63,17 @@ def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
         )
         return
     try:
-        check_target(url, settings.webhook_allow)  # again at delivery: DNS may have changed
+        check_target(url, settings.webhooks.allow)  # again at delivery: DNS may have changed
         response = httpx.post(
             url,
             content=body,
-            timeout=settings.webhook_timeout_s,
+            timeout=settings.webhooks.timeout_s,
             follow_redirects=False,
             headers={
                 "Content-Type": "application/json",
                 "STT-Webhook-Id": job_id,
                 "STT-Webhook-Attempt": str(attempt),
-                SIGNATURE_HEADER: sign(settings.webhook_secret, body),
+                SIGNATURE_HEADER: sign(settings.webhooks.secret, body),
             },
         )
         status, error = response.status_code, None if response.is_success else response.text[:500]
@@ -91,7 +91,7 @@ def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
     except httpx.HTTPError as exc:
         status, error = None, f"{type(exc).__name__}: {exc}"[:500]
     ok = status is not None and 200 <= status < 300
-    last = attempt >= settings.webhook_max_attempts
+    last = attempt >= settings.webhooks.max_attempts
     _record(
         ctx,
         job_id,
@@ -102,6 +102,6 @@ def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
         final_status="delivered" if ok else ("failed" if last else None),
     )
     if not ok and not last:
-        delay = min(settings.webhook_backoff_s * 2 ** (attempt - 1), 300.0)
+        delay = min(settings.webhooks.backoff_s * 2 ** (attempt - 1), 300.0)
         log.info("webhook for job %s failed (attempt %d); retry in %.1f s", job_id, attempt, delay)
         enqueue_webhook(ctx.app, job_id, attempt + 1, countdown=delay)

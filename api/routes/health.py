@@ -30,7 +30,7 @@ def _broker_ok(state: AppState) -> bool:
 
 async def _worker_seen(state: AppState) -> bool:
     """Some worker said it was alive within the last few sweep intervals."""
-    window = timedelta(seconds=max(3 * max(state.settings.stale_after_s / 3, 2.0), 30.0))
+    window = timedelta(seconds=max(3 * max(state.settings.workers.stale_after_s / 3, 2.0), 30.0))
     async with state.sessions() as session:
         seen = (
             await session.execute(

@@ -77,7 +77,7 @@ async def get_job(
     stt: AppState, tenant: str, jobs: JobService, job_id: str, wait: Wait = None
 ) -> JobResponse:
     """`?wait=N` long-polls up to N seconds for a change of status."""
-    seconds = _wait_param(wait, stt.settings.max_wait_s)
+    seconds = _wait_param(wait, stt.settings.limits.max_wait_s)
     return job_response(await jobs.own_after(tenant, job_id, seconds))
 
 

@@ -156,6 +156,8 @@ def test_five_hundred_callers_waiting_at_once(
                 for _ in range(500)
             ]
             pending = asyncio.gather(*waits)
+            # Part of the behaviour, not a synchronisation: the probe is sent a second into the
+            # 5 s the polls are held, so it lands while all 500 wait (they answer at 5 s).
             await asyncio.sleep(1.0)
             live = await client.get(f"{service.url}/health/live")
             responses = await pending

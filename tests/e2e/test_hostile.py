@@ -9,6 +9,7 @@ import os
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -119,11 +120,11 @@ def _expect(name: str) -> tuple[int, ...]:
 
 CASES: list[Case] = [
     *[
-        Case(f"truncated {n.rsplit('.', 1)[1]}", _expect(n), file=lambda n=n: truncated(n))
+        Case(f"truncated {n.rsplit('.', 1)[1]}", _expect(n), file=partial(truncated, n))
         for n in CONTAINERS
     ],
     *[
-        Case(f"corrupt {n.rsplit('.', 1)[1]}", _expect(n), file=lambda n=n: corrupted(n))
+        Case(f"corrupt {n.rsplit('.', 1)[1]}", _expect(n), file=partial(corrupted, n))
         for n in CONTAINERS
     ],
     Case("random bytes", (415,), file=lambda: os.urandom(50_000)),

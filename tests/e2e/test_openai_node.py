@@ -124,7 +124,7 @@ def test_subtitles_parse(results: dict[str, Any]) -> None:
     assert [c.index for c in cues] == list(range(1, len(cues) + 1)) and cues
     close_enough(" ".join(c.text for c in cues))
     vtt = by_format(results, "vtt")
-    captions = list(webvtt.from_buffer(io.StringIO(vtt["result"])))
+    captions = webvtt.from_buffer(io.StringIO(vtt["result"])).captions
     assert [c.text for c in captions] == [c.text for c in cues]
 
 

@@ -14,7 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+import tests.support as support
+from core.db import make_engine, session_factory
+from core.models import Job
 from tests.conftest import SERVICE_ENV, TEST_KEY
 from tests.e2e.jobs_client import submit, wait_ended, wait_until
 from tests.support import (
@@ -118,11 +122,15 @@ def test_logs_are_json_with_ids_and_no_secrets(service: LiveService) -> None:
     )
     job_id = r.json()["request_id"]
     assert r.status_code == 200 and r.headers["x-request-id"] == job_id
-    time.sleep(0.5)
-    entries = []
-    for line in service.log().splitlines():
-        if line.startswith("{"):
-            entries.append(json.loads(line))
+    entries: list[dict[str, object]] = []
+
+    def logged() -> bool:  # the request's and the job's lines, once both are written
+        entries[:] = [json.loads(ln) for ln in service.log().splitlines() if ln.startswith("{")]
+        return any(e.get("request_id") == "trace-1" for e in entries) and any(
+            e.get("job_id") == job_id for e in entries
+        )
+
+    support.wait_until(logged, 10, "the request's log lines")
     assert any(e.get("request_id") == "trace-1" for e in entries)
     assert any(e.get("job_id") == job_id for e in entries)
     log = service.log()
@@ -256,6 +264,15 @@ def test_worker_sigterm_finishes_its_job(tmp_path: Path, pg_url: str, redis_url:
         stop_service_proc(svc.proc)
 
 
+def _jobs_in(db_url: str) -> int:
+    engine = make_engine(db_url)
+    try:
+        with session_factory(engine)() as session:
+            return int(session.execute(select(func.count()).select_from(Job)).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def test_api_drains_in_flight_requests_on_sigterm(
     tmp_path: Path, pg_url: str, redis_url: str
 ) -> None:
@@ -277,7 +294,7 @@ def test_api_drains_in_flight_requests_on_sigterm(
 
     thread = threading.Thread(target=call)
     thread.start()
-    time.sleep(1.0)
+    support.wait_until(lambda: _jobs_in(pg_url) > 0, 60, "the request to reach the API")
     svc.proc.send_signal(signal.SIGTERM)  # the API alone; it waits for the request
     thread.join(timeout=120)
     try:

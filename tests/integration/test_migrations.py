@@ -10,9 +10,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from core.db import make_engine
+import core.models  # noqa: F401  (registers the tables on Base.metadata)
+from core.db import Base, make_engine
 from core.migrate import downgrade, upgrade
-from core.models import Base
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +99,8 @@ def test_chunked_is_back_filled_from_the_old_sentinel_and_option(db_url: str) ->
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
-            workers = dict(conn.execute(text("SELECT id, worker FROM jobs")).all())
+            rows = conn.execute(text("SELECT id, worker FROM jobs")).all()
+            workers = {str(r[0]): r[1] for r in rows}
     finally:
         engine.dispose()
     assert workers == {"sentinel": "(chunks)", "option": "(chunks)", "whole": "host:1"}

@@ -89,7 +89,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 def scratch_files(backend: Backend) -> list[Path]:
-    scratch = load_settings(backend.env).scratch_dir
+    scratch = load_settings(backend.env).storage.scratch_dir
     return [p for p in scratch.rglob("*") if p.is_file()] if scratch.exists() else []
 
 
@@ -286,7 +286,7 @@ def test_an_unreachable_store_is_a_connection_error(
 @pytest.fixture
 def worker_context(backend: Backend, pg_url: str) -> Iterator[WorkerContext]:
     settings = load_settings({**backend.env, "DATABASE_URL": pg_url})
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     yield WorkerContext(settings, make_celery(settings))
 
 
@@ -295,7 +295,7 @@ def test_orphan_sweep_keeps_only_audio_that_pending_jobs_need(
 ) -> None:
     statuses = ["queued", "running", "succeeded", "failed", "cancelled"]
     keys = {status: audio_key(new_id()) for status in statuses}
-    with transaction(session_factory(make_engine(worker_context.settings.database_url))) as s:
+    with transaction(session_factory(make_engine(worker_context.settings.database.url))) as s:
         for status, key in keys.items():
             s.add(
                 Job(
@@ -336,8 +336,8 @@ def test_the_api_answers_503_while_the_object_store_is_down(
             "STT_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
         }
     )
-    settings.data_dir.mkdir()
-    upgrade(settings.database_url)
+    settings.storage.data_dir.mkdir()
+    upgrade(settings.database.url)
     with TestClient(create_app(settings)) as client:
         r = client.post(
             "/stt/jobs",
@@ -349,4 +349,4 @@ def test_the_api_answers_503_while_the_object_store_is_down(
         assert r.headers["retry-after"] and r.json()["error_code"] == "service_unavailable"
         ready = client.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["checks"]["storage"] is False
-    assert [p for p in settings.scratch_dir.rglob("*") if p.is_file()] == []
+    assert [p for p in settings.storage.scratch_dir.rglob("*") if p.is_file()] == []

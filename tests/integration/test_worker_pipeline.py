@@ -18,7 +18,7 @@ from core.migrate import upgrade
 from core.models import Job, JobStatus, new_id, utcnow
 from core.queues import BATCH_QUEUE, enqueue, make_celery
 from core.settings import Settings, load_settings
-from tests.support import ROOT, clip, error_rate
+from tests.support import ROOT, celery_broker_idle, clip, error_rate, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def settings(tmp_path: Path, pg_url: str, redis_url: str) -> Settings:
             "STT_CPU_THREADS": "2",
         }
     )
-    upgrade(s.database_url)
+    upgrade(s.database.url)
     return s
 
 
@@ -41,12 +41,12 @@ def settings(tmp_path: Path, pg_url: str, redis_url: str) -> Settings:
 def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
-        "STT_DATA_DIR": str(settings.data_dir),
-        "DATABASE_URL": settings.database_url,
-        "REDIS_URL": str(settings.redis_url),
+        "STT_DATA_DIR": str(settings.storage.data_dir),
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": str(settings.broker.redis_url),
         "STT_CPU_THREADS": "2",
     }
-    log = (settings.data_dir / "worker.log").open("wb")
+    log = (settings.storage.data_dir / "worker.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker"],
         cwd=ROOT,
@@ -63,10 +63,10 @@ def worker(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
 def put_job(settings: Settings, clip_name: str, **options: object) -> str:
     job_id = new_id()
     key = f"{job_id[:2]}/{job_id}"
-    target = settings.audio_dir / key
+    target = settings.storage.audio_dir / key
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(clip(clip_name).path, target)
-    with transaction(session_factory(make_engine(settings.database_url))) as session:
+    with transaction(session_factory(make_engine(settings.database.url))) as session:
         session.add(
             Job(
                 id=job_id,
@@ -86,7 +86,7 @@ def put_job(settings: Settings, clip_name: str, **options: object) -> str:
 
 
 def wait_ended(settings: Settings, job_id: str, timeout: float = 120) -> Job:
-    sessions = session_factory(make_engine(settings.database_url))
+    sessions = session_factory(make_engine(settings.database.url))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sessions() as session:
@@ -111,17 +111,19 @@ def test_job_through_redis_and_a_real_worker(
     assert job.attempts == 1 and job.progress == 1.0
     assert job.started_at is not None and job.completed_at is not None
     assert job.result["segments"][0]["words"], "word timestamps were asked for"
-    assert not (settings.audio_dir / str(job.audio_key)).exists(), "audio kept after the job"
+    assert not (settings.storage.audio_dir / str(job.audio_key)).exists(), (
+        "audio kept after the job"
+    )
 
 
 def test_undecodable_audio_fails_with_a_reason_and_is_not_retried(
     settings: Settings, worker: subprocess.Popen[bytes]
 ) -> None:
     job_id = put_job(settings, "en_jfk_inaugural.flac")
-    with transaction(session_factory(make_engine(settings.database_url))) as session:
+    with transaction(session_factory(make_engine(settings.database.url))) as session:
         job = session.get(Job, job_id)
         assert job is not None
-        (settings.audio_dir / str(job.audio_key)).write_bytes(os.urandom(4096))
+        (settings.storage.audio_dir / str(job.audio_key)).write_bytes(os.urandom(4096))
     enqueue(make_celery(settings), job_id, BATCH_QUEUE)
     job = wait_ended(settings, job_id)
     assert job.status == "failed"
@@ -138,8 +140,12 @@ def test_a_job_delivered_twice_runs_once(
     enqueue(app, job_id, BATCH_QUEUE)
     job = wait_ended(settings, job_id)
     assert job.status == "succeeded"
-    time.sleep(3)  # let the duplicate message be consumed
-    with session_factory(make_engine(settings.database_url))() as session:
+    wait_until(
+        lambda: celery_broker_idle(str(settings.broker.redis_url), BATCH_QUEUE),
+        60,
+        "the duplicate message to be consumed",
+    )
+    with session_factory(make_engine(settings.database.url))() as session:
         again = session.execute(select(Job).where(Job.id == job_id)).scalar_one()
     assert again.attempts == 1
     assert again.completed_at == job.completed_at

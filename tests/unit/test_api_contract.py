@@ -49,7 +49,7 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def client(app_dir: Path) -> Iterator[TestClient[Litestar]]:
     settings = load_settings({"STT_DATA_DIR": str(app_dir), "STT_API_KEY": KEY})
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     with TestClient(create_app(settings)) as c:
         yield c
 

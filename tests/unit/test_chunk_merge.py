@@ -118,7 +118,8 @@ def test_languages_without_spaces_are_joined_without_them() -> None:
 
 
 def _truth(rng: np.random.Generator, duration: float) -> list[Word]:
-    words, t = [], 0.2
+    words: list[Word] = []
+    t = 0.2
     while True:
         length = float(rng.uniform(0.15, 0.9))
         if t + length > duration - 0.2:

@@ -4,7 +4,6 @@ that hears each 'word' of synthetic burst audio exactly (so the merge can be che
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from core.queues import BATCH_QUEUE, chunk_ref, make_celery
 from core.settings import load_settings
 from core.transcript import Transcript
 from tests.longaudio import Burst, burst_words, bursts, energy_speech, write_bursts_wav
+from tests.support import wait_until
 from worker import chunked, jobs, reconciler
 from worker.context import WorkerContext
 from worker.engine import Cancelled, EngineConfig, TranscribeOptions
@@ -34,6 +34,7 @@ class Recogniser:
     def __init__(self) -> None:
         self.calls = 0
         self.during: Callable[[], None] | None = None
+        self.should_stop: Callable[[], bool] | None = None  # what the last call was given
 
     def __call__(
         self,
@@ -45,6 +46,7 @@ class Recogniser:
         should_stop: Callable[[], bool] | None = None,
     ) -> Transcript:
         self.calls += 1
+        self.should_stop = should_stop
         if self.during is not None:
             self.during()
         heard = burst_words(audio, options.language or "en")
@@ -87,8 +89,8 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerConte
             "STT_MAX_ATTEMPTS": "2",
         }
     )
-    settings.data_dir.mkdir(parents=True)
-    upgrade(settings.database_url)
+    settings.storage.data_dir.mkdir(parents=True)
+    upgrade(settings.database.url)
     app = make_celery(settings)
     yield WorkerContext(settings, app)
     app.close()
@@ -102,7 +104,7 @@ def words() -> list[Burst]:
 def put_job(ctx: WorkerContext, words: list[Burst], duration: float = DURATION) -> str:
     job_id = new_id()
     key = f"{job_id[:2]}/{job_id}"
-    path = ctx.storage.path(key)
+    path = ctx.storage.path(key)  # type: ignore[attr-defined]  # unit tests use LocalStorage
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bursts_wav(path, duration, [w for w in words if w.end < duration])
     with transaction(ctx.db()) as session:
@@ -233,7 +235,9 @@ def test_a_cancelled_job_drops_its_queued_chunks_and_stops_a_running_one(
             session.execute(
                 update(Job).where(Job.id == planned).values(status=JobStatus.cancelled.value)
             )
-        time.sleep(0.5)  # the chunk's heartbeat notices
+        stop = recogniser.should_stop
+        assert stop is not None
+        wait_until(stop, 10, "the chunk's heartbeat to notice the cancel")
 
     recogniser.during = cancel
     chunked.run_chunk(ctx, chunk_ref(planned, 0))
@@ -280,7 +284,7 @@ def test_a_queued_chunk_whose_message_was_lost_is_sent_again(
         )
     # The broker still holds chunks 0-5; chunk 6's message is gone.
     for index in range(6):
-        (ctx.settings.broker_dir / f"{index}.{BATCH_QUEUE}.msg").write_text(
+        (ctx.settings.storage.broker_dir / f"{index}.{BATCH_QUEUE}.msg").write_text(
             f'{{"headers": {{"argsrepr": "[\'{chunk_ref(planned, index)}\']"}}}}'
         )
     sent["chunks"].clear()
@@ -293,7 +297,7 @@ def test_a_chunk_that_keeps_failing_fails_the_job(ctx: WorkerContext, planned: s
         session.execute(
             update(JobChunk)
             .where(JobChunk.job_id == planned, JobChunk.index == 4)
-            .values(attempts=ctx.settings.max_attempts)
+            .values(attempts=ctx.settings.workers.max_attempts)
         )
     chunked.run_chunk(ctx, chunk_ref(planned, 4))
     job = job_row(ctx, planned)
@@ -306,7 +310,7 @@ def test_a_chunk_that_keeps_failing_fails_the_job(ctx: WorkerContext, planned: s
 
 def test_undecodable_audio_fails_the_job_with_its_reason(ctx: WorkerContext, planned: str) -> None:
     job = job_row(ctx, planned)
-    ctx.storage.path(str(job.audio_key)).write_bytes(b"\x00garbage" * 1000)
+    ctx.storage.path(str(job.audio_key)).write_bytes(b"\x00garbage" * 1000)  # type: ignore[attr-defined]
     chunked.run_chunk(ctx, chunk_ref(planned, 2))
     job = job_row(ctx, planned)
     assert job.status == "failed" and job.error_code == "unsupported_audio"

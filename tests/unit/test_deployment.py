@@ -170,13 +170,13 @@ def test_app_environments_load_as_settings(services: dict[str, dict[str, Any]]) 
         unknown = {k for k in env if k not in known | AWS_VARIABLES and k != "HF_HOME"}
         assert not unknown, (name, unknown)
         settings = load_settings(env)  # a ConfigError here names the bad variable
-        assert settings.data_dir == Path("/data")
-        assert not settings.uses_embedded_broker, name  # Redis, shared by every container
+        assert settings.storage.data_dir == Path("/data")
+        assert not settings.broker.embedded, name  # Redis, shared by every container
         if name in (*S3_APIS, *S3_WORKERS):
-            assert settings.storage_url == "s3://stt/audio", name
-            assert settings.s3_endpoint_url == "http://minio:9000", name
+            assert settings.storage.url == "s3://stt/audio", name
+            assert settings.storage.s3_endpoint_url == "http://minio:9000", name
         else:
-            assert settings.storage_url is None, name
+            assert settings.storage.url is None, name
 
 
 def _settings_source() -> str:
@@ -414,7 +414,7 @@ def test_enqueue_reaches_the_named_queue(tmp_path: Path, monkeypatch: pytest.Mon
         enqueue(app, "job-1", INTERACTIVE_QUEUE)
     finally:
         app.close()
-    [message] = list(settings.broker_dir.glob("*.msg"))
+    [message] = list(settings.storage.broker_dir.glob("*.msg"))
     assert message.name.partition(".")[2] == f"{INTERACTIVE_QUEUE}.msg"
     payload = json.loads(message.read_text())
     assert payload["headers"]["task"] == TRANSCRIBE_TASK

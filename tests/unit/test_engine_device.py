@@ -26,5 +26,5 @@ def test_resolve_device(
     compute: str,
     expected: tuple[str, str],
 ) -> None:
-    monkeypatch.setattr(engine.ctranslate2, "get_cuda_device_count", lambda: gpus)
+    monkeypatch.setattr("worker.engine.ctranslate2.get_cuda_device_count", lambda: gpus)
     assert engine.resolve_device(device, compute) == expected

@@ -64,11 +64,13 @@ class Service:
     def leftovers(self) -> tuple[list[Path], int]:
         """Stored files and job rows (there should be none), removed for the next test."""
         files = [
-            Path(root, n) for root, _, names in os.walk(self.settings.audio_dir) for n in names
+            Path(root, n)
+            for root, _, names in os.walk(self.settings.storage.audio_dir)
+            for n in names
         ]
         for path in files:
             path.unlink()
-        engine = create_engine(self.settings.database_url)
+        engine = create_engine(self.settings.database.url)
         try:
             with engine.begin() as conn:
                 jobs = int(conn.execute(text("SELECT count(*) FROM jobs")).scalar_one())
@@ -83,7 +85,7 @@ _services: list[Service] = []
 
 def _start(tmp: Path, env: Mapping[str, str]) -> Iterator[Service]:
     settings = load_settings({"STT_DATA_DIR": str(tmp), "STT_API_KEY": KEY, **env})
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     with TestClient(create_app(settings)) as client:
         service = Service(settings, client)
         _services.append(service)

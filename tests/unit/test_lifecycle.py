@@ -18,6 +18,7 @@ from core.migrate import upgrade
 from core.models import Job, JobStatus, new_id, utcnow
 from core.queues import BATCH_QUEUE, make_celery
 from core.settings import load_settings
+from core.storage import LocalStorage
 from core.transcript import Transcript
 from worker import lifecycle
 from worker.chunk_plan import Span
@@ -29,8 +30,8 @@ def _context(tmp_path: Path, **env: str) -> WorkerContext:
     settings = load_settings(
         {"STT_DATA_DIR": str(tmp_path / "data"), "STT_MAX_ATTEMPTS": "2", **env}
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database_url)
+    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database.url)
     return WorkerContext(settings, make_celery(settings))
 
 
@@ -46,6 +47,7 @@ def put_job(ctx: WorkerContext, *, audio: bool = True, webhook: str | None = Non
     job_id = new_id()
     key = f"{job_id[:2]}/{job_id}"
     if audio:
+        assert isinstance(ctx.storage, LocalStorage)
         path = ctx.storage.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"RIFF")
@@ -239,7 +241,7 @@ def test_an_ended_job_with_a_webhook_sends_it(ctx: WorkerContext) -> None:
     job_id = put_job(ctx, webhook="https://hooks.example.test/x")
     lifecycle.claim_job(ctx, job_id)
     lifecycle.fail(ctx, job_id, FailureCode.transcription_failed, "boom")
-    messages = [p.read_text() for p in ctx.settings.broker_dir.glob("*.msg")]
+    messages = [p.read_text() for p in ctx.settings.storage.broker_dir.glob("*.msg")]
     assert any(job_id in m for m in messages), "the webhook task was sent"
 
 

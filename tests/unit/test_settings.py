@@ -13,34 +13,34 @@ from core.storage import PART_SIZE, S3Storage, make_storage
 
 def test_defaults_use_sqlite_and_filesystem_broker(tmp_path: Path) -> None:
     s = load_settings({"STT_DATA_DIR": str(tmp_path)})
-    assert s.data_dir == tmp_path.resolve()
-    assert s.database_url == f"sqlite:///{tmp_path.resolve() / 'stt.db'}"
-    assert s.broker_url == "filesystem://"
-    assert s.uses_embedded_broker
-    assert s.redis_url is None
-    assert s.api_key is None
-    assert s.auth_disabled is False
-    assert s.vad_filter is True
-    assert s.default_model == DEFAULT_MODEL
-    assert (s.host, s.port) == ("127.0.0.1", 8000)
-    assert s.max_upload_bytes == 2 * 1024**3
-    assert s.log_level == "INFO"
-    assert s.audio_dir == s.data_dir / "audio"
-    assert s.model_cache_dir == s.data_dir / "models"
-    assert s.broker_dir == s.data_dir / "broker"
+    assert s.storage.data_dir == tmp_path.resolve()
+    assert s.database.url == f"sqlite:///{tmp_path.resolve() / 'stt.db'}"
+    assert s.broker.url == "filesystem://"
+    assert s.broker.embedded
+    assert s.broker.redis_url is None
+    assert s.api.key is None
+    assert s.api.auth_disabled is False
+    assert s.engine.vad_filter is True
+    assert s.engine.default_model == DEFAULT_MODEL
+    assert (s.api.host, s.api.port) == ("127.0.0.1", 8000)
+    assert s.limits.max_upload_bytes == 2 * 1024**3
+    assert s.logs.level == "INFO"
+    assert s.storage.audio_dir == s.storage.data_dir / "audio"
+    assert s.storage.model_cache_dir == s.storage.data_dir / "models"
+    assert s.storage.broker_dir == s.storage.data_dir / "broker"
 
 
 def test_relative_data_dir_is_resolved() -> None:
     s = load_settings({})
-    assert s.data_dir.is_absolute()
-    assert s.data_dir.name == "data"
+    assert s.storage.data_dir.is_absolute()
+    assert s.storage.data_dir.name == "data"
 
 
 def test_redis_url_becomes_the_broker(tmp_path: Path) -> None:
     s = load_settings({"STT_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://h:6379/3"})
-    assert s.redis_url == "redis://h:6379/3"
-    assert s.broker_url == "redis://h:6379/3"
-    assert not s.uses_embedded_broker
+    assert s.broker.redis_url == "redis://h:6379/3"
+    assert s.broker.url == "redis://h:6379/3"
+    assert not s.broker.embedded
 
 
 def test_explicit_broker_and_database_win(tmp_path: Path) -> None:
@@ -52,15 +52,15 @@ def test_explicit_broker_and_database_win(tmp_path: Path) -> None:
             "DATABASE_URL": "postgresql://u@db/stt",
         }
     )
-    assert s.broker_url == "redis://other/2"
-    assert s.redis_url == "redis://h/1"
-    assert s.database_url == "postgresql://u@db/stt"
+    assert s.broker.url == "redis://other/2"
+    assert s.broker.redis_url == "redis://h/1"
+    assert s.database.url == "postgresql://u@db/stt"
 
 
 def test_empty_redis_url_means_none(tmp_path: Path) -> None:
     s = load_settings({"STT_DATA_DIR": str(tmp_path), "REDIS_URL": ""})
-    assert s.redis_url is None
-    assert s.broker_url == "filesystem://"
+    assert s.broker.redis_url is None
+    assert s.broker.url == "filesystem://"
 
 
 @pytest.mark.parametrize(
@@ -79,8 +79,8 @@ def test_empty_redis_url_means_none(tmp_path: Path) -> None:
 )
 def test_booleans(raw: str, expected: bool) -> None:
     s = load_settings({"STT_AUTH_DISABLED": raw, "STT_VAD_FILTER": raw})
-    assert s.auth_disabled is expected
-    assert s.vad_filter is expected
+    assert s.api.auth_disabled is expected
+    assert s.engine.vad_filter is expected
 
 
 @pytest.mark.parametrize("raw", ["maybe", "2", "y e s"])
@@ -103,20 +103,20 @@ def test_numbers_are_parsed() -> None:
             "STT_LOG_LEVEL": "debug",
         }
     )
-    assert s.port == 9001
-    assert s.cpu_threads == 4
-    assert s.beam_size == 1
-    assert s.max_upload_bytes == 1000
-    assert isinstance(s.max_upload_bytes, int)
-    assert s.max_audio_seconds == 1.5
-    assert s.sync_timeout_s == 30.0
-    assert s.worker_heartbeat_s == 0.5
-    assert s.max_attempts == 7
-    assert s.log_level == "DEBUG"
+    assert s.api.port == 9001
+    assert s.engine.cpu_threads == 4
+    assert s.engine.beam_size == 1
+    assert s.limits.max_upload_bytes == 1000
+    assert isinstance(s.limits.max_upload_bytes, int)
+    assert s.limits.max_audio_seconds == 1.5
+    assert s.limits.sync_timeout_s == 30.0
+    assert s.workers.heartbeat_s == 0.5
+    assert s.workers.max_attempts == 7
+    assert s.logs.level == "DEBUG"
 
 
 def test_blank_number_uses_default() -> None:
-    assert load_settings({"PORT": "  "}).port == 8000
+    assert load_settings({"PORT": "  "}).api.port == 8000
 
 
 @pytest.mark.parametrize(
@@ -135,15 +135,15 @@ def test_bad_number_raises(name: str, raw: str) -> None:
 
 def test_model_aliases_are_parsed_and_merged() -> None:
     s = load_settings({"STT_MODEL_ALIASES": '{"large": "large-v3", "whisper-1": "small"}'})
-    assert s.model_aliases == {"large": "large-v3", "whisper-1": "small"}
-    aliases = s.aliases()
+    assert s.engine.model_aliases == {"large": "large-v3", "whisper-1": "small"}
+    aliases = s.engine.aliases()
     assert aliases["large"] == "large-v3"
     assert aliases["whisper-1"] == "small"
     assert aliases["ink-whisper"] == "default"
 
 
 def test_builtin_aliases() -> None:
-    aliases = load_settings({}).aliases()
+    aliases = load_settings({}).engine.aliases()
     for name in ("ink-whisper", "ink-whisper-2025-06-04", "whisper-1"):
         assert aliases[name] == "default"
 
@@ -158,14 +158,14 @@ def test_bad_model_aliases_raise(raw: str) -> None:
 
 
 def test_empty_model_aliases_is_none() -> None:
-    assert load_settings({"STT_MODEL_ALIASES": ""}).model_aliases == {}
+    assert load_settings({"STT_MODEL_ALIASES": ""}).engine.model_aliases == {}
 
 
 def test_storage_defaults_to_the_local_audio_dir(tmp_path: Path) -> None:
     s = load_settings({"STT_DATA_DIR": str(tmp_path)})
-    assert s.storage_url is None
-    assert s.scratch_dir == s.data_dir / "scratch"
-    assert s.s3_endpoint_url is None and s.s3_region is None
+    assert s.storage.url is None
+    assert s.storage.scratch_dir == s.storage.data_dir / "scratch"
+    assert s.storage.s3_endpoint_url is None and s.storage.s3_region is None
 
 
 @pytest.mark.parametrize(
@@ -181,7 +181,7 @@ def test_storage_defaults_to_the_local_audio_dir(tmp_path: Path) -> None:
 )
 def test_storage_url(tmp_path: Path, raw: str, normalised: str | None) -> None:
     s = load_settings({"STT_DATA_DIR": str(tmp_path), "STT_STORAGE_URL": raw})
-    assert s.storage_url == normalised
+    assert s.storage.url == normalised
 
 
 @pytest.mark.parametrize(
@@ -208,7 +208,7 @@ def test_s3_endpoint_region_and_scratch(tmp_path: Path) -> None:
     s = load_settings(
         {**base, "AWS_ENDPOINT_URL": "http://aws-wide:9000", "AWS_DEFAULT_REGION": "eu-west-1"}
     )
-    assert (s.s3_endpoint_url, s.s3_region) == ("http://aws-wide:9000", "eu-west-1")
+    assert (s.storage.s3_endpoint_url, s.storage.s3_region) == ("http://aws-wide:9000", "eu-west-1")
     s = load_settings(
         {
             **base,
@@ -219,8 +219,8 @@ def test_s3_endpoint_region_and_scratch(tmp_path: Path) -> None:
             "STT_SCRATCH_DIR": str(tmp_path / "fast-disk"),
         }
     )
-    assert (s.s3_endpoint_url, s.s3_region) == ("http://minio:9000", "auto")
-    assert s.scratch_dir == (tmp_path / "fast-disk").resolve()
+    assert (s.storage.s3_endpoint_url, s.storage.s3_region) == ("http://minio:9000", "auto")
+    assert s.storage.scratch_dir == (tmp_path / "fast-disk").resolve()
 
 
 def test_s3_parts_grow_with_the_upload_limit(tmp_path: Path) -> None:
@@ -235,15 +235,15 @@ def test_s3_parts_grow_with_the_upload_limit(tmp_path: Path) -> None:
 
 def test_limits_default_to_two_gigabytes_and_ten_hours() -> None:
     s = load_settings({})
-    assert s.max_upload_bytes == 2 * 1024**3
-    assert s.max_audio_seconds == 10 * 3600
+    assert s.limits.max_upload_bytes == 2 * 1024**3
+    assert s.limits.max_audio_seconds == 10 * 3600
 
 
 def test_chunking_defaults_and_overrides() -> None:
     s = load_settings({})
-    assert (s.chunk_threshold_s, s.chunk_target_s) == (600.0, 300.0)
+    assert (s.chunks.threshold_s, s.chunks.target_s) == (600.0, 300.0)
     s = load_settings({"STT_CHUNK_THRESHOLD_S": "60", "STT_CHUNK_TARGET_S": "40"})
-    assert (s.chunk_threshold_s, s.chunk_target_s) == (60.0, 40.0)
+    assert (s.chunks.threshold_s, s.chunks.target_s) == (60.0, 40.0)
 
 
 @pytest.mark.parametrize(
@@ -264,7 +264,7 @@ def test_bad_chunking_raises(env: dict[str, str], match: str) -> None:
 )
 def test_batch_size_is_auto_or_a_number(raw: str | None, expected: int | None) -> None:
     env = {} if raw is None else {"STT_BATCH_SIZE": raw}
-    assert load_settings(env).batch_size == expected
+    assert load_settings(env).engine.batch_size == expected
 
 
 @pytest.mark.parametrize("raw", ["-1", "many"])

@@ -114,6 +114,27 @@ def test_worker_publishes_what_each_segment_adds() -> None:
 def test_publisher_without_redis_does_nothing() -> None:
     publish = TextPublisher(Ctx(None), "job1")  # type: ignore[arg-type]
     publish(1.0, "Hello")
+    assert publish.client is None
+    assert publish.sent == ""  # nothing counted as sent: the API reads text_so_far instead
+
+
+class DownRedis(FakeRedis):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def publish(self, channel: str, message: str) -> None:
+        self.attempts += 1
+        raise ConnectionError("redis went away")
+
+
+def test_publisher_stops_after_redis_fails() -> None:
+    down = DownRedis()
+    publish = TextPublisher(Ctx(down), "job1")  # type: ignore[arg-type]
+    publish(1.0, "Hello")  # the failure is swallowed: the job goes on
+    publish(2.0, "Hello there")
+    assert down.attempts == 1  # it stopped publishing after the first failure
+    assert publish.client is None
 
 
 def decode(raw: bytes) -> list[dict[str, Any]]:
@@ -141,7 +162,7 @@ def test_event_framing_is_what_the_sdk_reads() -> None:
 @pytest.fixture
 def state(tmp_path: Path) -> AppState:
     settings = load_settings({"STT_DATA_DIR": str(tmp_path), "STT_SYNC_TIMEOUT_S": "20"})
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     return build_state(settings)
 
 
@@ -181,11 +202,15 @@ async def _collect(state: AppState, job_id: str, script: Any) -> list[dict[str, 
 
 
 async def _until(events: list[dict[str, Any]], count: int) -> None:
-    for _ in range(200):
-        if len(events) >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"only {len(events)} events: {events}")
+    """Wait (yielding to the consumer task) until `count` events have arrived, at most 10 s."""
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                if len(events) >= count:
+                    return
+                await asyncio.sleep(0.01)  # a poll of the condition, bounded by the timeout
+    except TimeoutError:
+        raise AssertionError(f"only {len(events)} events: {events}") from None
 
 
 def test_job_events_arrive_while_it_runs(state: AppState) -> None:
@@ -248,7 +273,7 @@ def test_stream_wins_over_prefer_async_and_times_out_with_an_error_event(tmp_pat
     settings = load_settings(
         {"STT_DATA_DIR": str(tmp_path), "STT_API_KEY": "k", "STT_SYNC_TIMEOUT_S": "1"}
     )
-    upgrade(settings.database_url)
+    upgrade(settings.database.url)
     audio = clip("en_fleurs_004.ogg").path.read_bytes()
     with TestClient(create_app(settings)) as client:
         r = client.post(
@@ -273,7 +298,7 @@ class BrokenFeed:
 
     closed = False
 
-    async def get(self, timeout: float) -> list[TextUpdate]:  # noqa: ASYNC109
+    async def get(self, timeout: float) -> list[TextUpdate]:  # noqa: ASYNC109 (SegmentFeed.get's signature)
         raise ConnectionError("Redis went away")
 
     async def close(self) -> None:

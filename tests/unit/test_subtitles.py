@@ -175,7 +175,7 @@ def test_srt_and_vtt_parse_back() -> None:
     assert [item.index for item in parsed] == list(range(1, len(expected) + 1))
     assert [item.text for item in parsed] == [c.text for c in expected]
     assert [item.start.ordinal for item in parsed] == [round(c.start * 1000) for c in expected]
-    captions = webvtt.from_buffer(io.StringIO(render.vtt(t)))
+    captions = webvtt.from_buffer(io.StringIO(render.vtt(t))).captions
     assert [c.text for c in captions] == [c.text for c in expected]
     assert [c.start for c in captions] == [render.clock(c.start, ".") for c in expected]
     assert [c.end for c in captions] == [render.clock(c.end, ".") for c in expected]

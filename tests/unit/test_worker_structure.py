@@ -86,7 +86,7 @@ def test_no_worker_import_hides_in_a_function() -> None:
     (A third-party import may be lazy, as chunk_plan's faster-whisper VAD is.)"""
     modules = _modules()
     hidden = [
-        f"{name}:{node.lineno}"
+        f"{name}:{getattr(node, 'lineno', 0)}"
         for name, tree in modules.items()
         for func in ast.walk(tree)
         if isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef)
