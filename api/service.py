@@ -33,7 +33,7 @@ from core.errors import (
 from core.languages import validate_language
 from core.model_registry import resolve_model
 from core.models import Job, JobStatus, new_id, utcnow
-from core.queues import enqueue
+from core.queues import BATCH_QUEUE, enqueue
 from core.storage import StorageUnavailable, discard
 from core.storage import audio_key as key_for_job
 from core.transcript import Transcript
@@ -317,8 +317,10 @@ async def submit(
             language=spec.language,
             options={
                 **spec.options,
+                **({"word_timestamps": True} if opts.queue == BATCH_QUEUE else {}),  # subtitles
                 "granularities": list(spec.granularities),
                 "response_format": spec.response_format,
+                "filename": form.file.filename,  # names the transcript's downloads
             },
             audio_key=audio_key,
             audio_bytes=form.file.size,
