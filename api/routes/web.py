@@ -1,10 +1,12 @@
 """The web app at `/` and the API docs at `/docs`, every asset served from this package.
 
 Nothing is fetched from another host: the page is plain ES modules in `api/web/`, and
-Swagger UI's scripts come from the `swagger-ui-bundle` package."""
+Swagger UI's scripts come from the `swagger-ui-py` package (Swagger UI 5, which reads
+OpenAPI 3.1; only its files are used, the package is never imported)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,6 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
-from swagger_ui_bundle import swagger_ui_path
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 ASSETS = "/web"
@@ -28,6 +29,13 @@ CSP = (
 )
 """Only this host: the browser itself refuses anything else (Swagger's inline start-up
 script and styles need 'unsafe-inline')."""
+
+
+def swagger_assets() -> Path:
+    """Swagger UI's `static/` folder inside the `swagger-ui-py` package."""
+    spec = importlib.util.find_spec("swagger_ui")
+    assert spec is not None and spec.submodule_search_locations is not None
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
 
 
 def swagger_plugin(path: str | Sequence[str] = "/swagger") -> SwaggerRenderPlugin:
@@ -74,6 +82,6 @@ def routes() -> list[ControllerRouterHandler]:
     """The page, its assets, the docs and Swagger UI's assets."""
     static: list[Router] = [
         create_static_files_router(ASSETS, [WEB_DIR], name="web"),
-        create_static_files_router(SWAGGER_ASSETS, [Path(str(swagger_ui_path))], name="swagger"),
+        create_static_files_router(SWAGGER_ASSETS, [swagger_assets()], name="swagger"),
     ]
     return [index, docs, openapi_json, *static]
