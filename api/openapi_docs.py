@@ -114,7 +114,7 @@ def _errors(cartesia: bool, statuses: tuple[int, ...]) -> dict[str, Any]:
         400: "Invalid field",
         401: "Missing or wrong key",
         404: "No such job",
-        409: "Idempotency-Key reused with another request",
+        409: "Idempotency-Key reused with another request; or the job has not succeeded",
         413: "Too large or too long",
         415: "Audio that cannot be decoded",
         429: "Rate or backlog limit (Retry-After)",
@@ -219,6 +219,26 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {
             "200": {"description": "The job", "content": {"application/json": {"schema": JOB}}},
             **_errors(True, (400, 401, 404, 429, 503)),
+        },
+    },
+    ("/stt/jobs/{job_id}/transcript", "get"): {
+        "parameters": [
+            _query(
+                "response_format",
+                {"type": "string", "enum": list(RESPONSE_FORMATS)},
+                "another format than the job was submitted with",
+            )
+        ],
+        "responses": {
+            "200": {
+                "description": "The transcript, as a download named after the uploaded file",
+                "content": {
+                    "application/json": {"schema": TRANSCRIPT},
+                    "text/plain": {"schema": _STR},
+                    "text/vtt": {"schema": _STR},
+                },
+            },
+            **_errors(True, (400, 401, 404, 409, 429, 503)),
         },
     },
     ("/stt/jobs/{job_id}", "delete"): {
