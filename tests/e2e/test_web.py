@@ -24,7 +24,7 @@ from core.keys import hash_key
 from core.models import ApiKey
 from tests.e2e.browser import chromium, guarded_context
 from tests.e2e.jobs_client import submit, wait_ended
-from tests.support import LiveService, clip, error_rate
+from tests.support import LiveService, clip, error_rate, start_service, stop_service_proc
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +213,28 @@ def test_api_docs_render_from_local_assets(page: Page, service: LiveService) -> 
     schema = httpx.get(f"{service.url}/openapi.json").json()
     assert "/stt/jobs/{job_id}/transcript" in schema["paths"]
     assert schema["openapi"].startswith("3.1")
+
+
+@pytest.fixture(scope="module")
+def strict_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
+    """A server of its own (embedded default, no worker) that takes at most 5 s of audio."""
+    svc = start_service(
+        tmp_path_factory.mktemp("strict"),
+        {"STT_API_KEY": WEB_KEY, "STT_MAX_AUDIO_SECONDS": "5"},
+        workers=0,
+    )
+    yield svc
+    stop_service_proc(svc.proc)
+
+
+def test_a_limit_is_shown_in_words(browser: Browser, strict_service: LiveService) -> None:
+    with guarded_context(browser) as (context, off_host):
+        page = context.new_page()
+        open_app(page, strict_service, WEB_KEY)
+        page.get_by_label("Audio file").set_input_files(clip(CLIP).path)
+        page.get_by_role("button", name="Transcribe", exact=True).click()
+        expect(alert(page)).to_contain_text(
+            f"{CLIP}: Too large: the audio lasts 11 s; the limit is 5 s"
+        )
+        expect(page.get_by_role("listitem")).to_have_count(0)  # no job was made
+        assert off_host == []
