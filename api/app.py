@@ -13,7 +13,7 @@ from api.errors import EXCEPTION_HANDLERS
 from api.observe import HttpMetrics, observe
 from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
-from api.routes import cartesia, health, jobs, metrics, openai
+from api.routes import cartesia, health, jobs, metrics, openai, outputs, web
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
@@ -64,6 +64,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             jobs.get_job,
             jobs.list_jobs,
             jobs.delete_job,
+            outputs.job_transcript,
+            *web.routes(),
             health.live,
             health.ready,
             metrics.metrics,
@@ -75,7 +77,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.limits.max_upload_bytes + FORM_OVERHEAD_BYTES,
         openapi_config=OpenAPIConfig(
-            title="Self-hosted STT", version="0.1.0", components=COMPONENTS
+            title="Self-hosted STT",
+            version="0.1.0",
+            components=COMPONENTS,
+            render_plugins=[web.swagger_plugin(["/", "/swagger"])],
         ),
         logging_config=None,
     )

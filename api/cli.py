@@ -1,4 +1,4 @@
-"""`stt`: serve (API + embedded worker), worker, migrate, keys."""
+"""`stt`: serve (API + embedded worker), worker, migrate, keys, transcribe (a client)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 
+from api import transcribe_cli
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
@@ -139,7 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     keys_sub.add_parser("list")
     revoke = keys_sub.add_parser("revoke")
     revoke.add_argument("id")
+    transcribe_cli.add_parser(sub)
     args = parser.parse_args(argv)
+    if args.cmd == "transcribe":  # a client: it needs none of the server's settings
+        sys.exit(args.run(args))
 
     settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)

@@ -161,6 +161,16 @@ def form_operation(
     return FormOperation
 
 
+@dataclass
+class DownloadOperation(DocumentedOperation):
+    """A transcript download: JSON, or the text formats (text and srt are text/plain)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.responses:
+            _with_text_formats(self.responses.get("200"), (TEXT, VTT))
+
+
 TRANSCRIPTION_FORMATS = (TEXT, VTT, SSE)
 """text and srt are text/plain; vtt is text/vtt; `stream=true` is server-sent events."""
 
@@ -187,7 +197,7 @@ _ERROR_TEXT = {
     400: "Invalid field",
     401: "Missing or wrong key",
     404: "No such job or model",
-    409: "Idempotency-Key reused with another request",
+    409: "Idempotency-Key reused with another request; or the job has not succeeded",
     413: "Too large or too long",
     415: "Audio that cannot be decoded",
     429: "Rate or backlog limit (Retry-After)",

@@ -33,7 +33,7 @@ from core.jobview import failure_of
 from core.languages import validate_language
 from core.model_registry import resolve_model
 from core.models import Job, JobStatus, new_id, utcnow
-from core.queues import enqueue
+from core.queues import BATCH_QUEUE, enqueue
 from core.storage import StorageUnavailable, discard
 from core.storage import audio_key as key_for_job
 from core.transcript import Transcript
@@ -316,6 +316,10 @@ async def submit(
                 JobOptions.from_dict(spec.options),
                 granularities=tuple(spec.granularities),
                 response_format=spec.response_format,
+                # a job keeps word times whatever it asked for, so subtitles can always be cut
+                word_timestamps=opts.queue == BATCH_QUEUE
+                or JobOptions.from_dict(spec.options).word_timestamps,
+                filename=upload.filename,  # names the transcript's downloads
             ).to_dict(),
             audio_key=audio_key,
             audio_bytes=upload.size,

@@ -51,6 +51,8 @@ class JobOptions:
     response_format: str | None = None
     chunked: ChunkPlan | None = None
     """Set by the worker that cut the job into chunks."""
+    filename: str | None = None
+    """The uploaded file's name, which names the transcript's downloads."""
 
     def with_chunk_plan(self, plan: ChunkPlan) -> JobOptions:
         return replace(self, chunked=plan)
@@ -78,6 +80,8 @@ class JobOptions:
             out["response_format"] = self.response_format
         if self.chunked is not None:
             out["chunked"] = self.chunked.to_dict()
+        if self.filename is not None:
+            out["filename"] = self.filename
         return out
 
     @classmethod
@@ -97,4 +101,5 @@ class JobOptions:
             granularities=None if granularities is None else tuple(granularities),
             response_format=data.get("response_format"),
             chunked=ChunkPlan.from_dict(chunked) if chunked else None,
+            filename=data.get("filename"),
         )
