@@ -112,3 +112,21 @@ ALL_ERRORS: tuple[type[SttError], ...] = (
     ServiceUnavailable,
     TranscriptionFailed,
 )
+
+
+class InvalidSpeakerReference(InvalidRequest):
+    """A known-speaker reference clip cannot serve as a voice print: it does not decode, or
+    it is too short, too long or holds too little speech (the reference clips are 2-10 s)."""
+
+    code = "invalid_speaker_reference"
+    title = "Invalid speaker reference"
+
+
+class DiarizationUnavailable(InvalidRequest):
+    """Speaker labels were asked for where no diarization backend is configured or loadable."""
+
+    code = "diarization_unavailable"
+    title = "Diarization unavailable"
+
+
+ALL_ERRORS = (*ALL_ERRORS, InvalidSpeakerReference, DiarizationUnavailable)
