@@ -78,6 +78,16 @@ def test_chunks_embedded_apart_keep_one_label_per_voice(
     assert der(conversation.turns, turns, 0.25, conversation.duration)["der"] < DER_BOUND
 
 
+def test_long_files_cluster_a_sample_then_join_the_rest(
+    conversation: Conversation, windows: WindowEmbeddings
+) -> None:
+    # What an hour of windows does (> MAX_TREE), at a size a unit test affords.
+    whole = cluster(windows.vectors, Hints())
+    sampled = cluster(windows.vectors, Hints(), max_tree=len(windows.vectors) // 2)
+    assert sampled.max() == whole.max() == 2
+    assert (sampled == whole).mean() > 0.95
+
+
 def test_known_speakers_are_named(
     diarizer: BundledDiarizer, conversation: Conversation, windows: WindowEmbeddings, corpus: Path
 ) -> None:
@@ -90,6 +100,23 @@ def test_known_speakers_are_named(
     lj_turns = [(s, e) for s, e, v in conversation.turns if v == "ljspeech"]
     covered = sum(max(0.0, min(e, te) - max(s, ts)) for s, e in lj_turns for ts, te in linda_turns)
     assert covered > 0.8 * sum(e - s for s, e in lj_turns)
+
+
+@pytest.mark.parametrize(
+    ("name", "speakers"),
+    [
+        # Picovoice/leopard's diarization test tags its words 1, then 2, then 3.
+        ("en_multispeaker_diarization_test.wav", ["A", "B", "C"]),
+        # One AMI headset channel: its wearer introducing herself.
+        ("en_ami_ES2011a_headset0_40-46s.wav", ["A"]),
+    ],
+)
+def test_real_multi_speaker_clips(
+    diarizer: BundledDiarizer, corpus: Path, name: str, speakers: list[str]
+) -> None:
+    audio = decode(corpus / name)
+    turns = diarizer.diarize(audio, speech_spans(audio), Hints())
+    assert [t.speaker for t in turns] == speakers  # one turn each, in the source's order
 
 
 def test_labels_skip_known_names_and_run_past_z() -> None:

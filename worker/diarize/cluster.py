@@ -18,6 +18,10 @@ THRESHOLD = 0.35
 """Cosine distance between clusters above which they are different voices (docs/diarization.md)."""
 MIN_SHARE = 0.05
 """A cluster with less of the windows than this is folded into its nearest neighbour."""
+MAX_TREE = 4000
+"""Above this many windows (about 53 min of speech) the tree is built on an evenly spaced
+sample of this size and every window then joins its nearest sample centroid: the tree's
+memory grows with the square of its size (4,000 windows: 64 MB of distances)."""
 
 Labels = npt.NDArray[np.int_]
 
@@ -57,8 +61,18 @@ def cluster(
     hints: Hints,
     threshold: float = THRESHOLD,
     min_share: float = MIN_SHARE,
+    max_tree: int = MAX_TREE,
 ) -> Labels:
     """A speaker label per row of `vectors` (L2-normalised embeddings), 0 for the first voice."""
+    if len(vectors) > max_tree:
+        sample = np.linspace(0, len(vectors) - 1, max_tree).round().astype(np.int_)
+        sample_labels = _cluster_tree(vectors[sample], hints, threshold, min_share)
+        cents = centroids(vectors[sample], sample_labels)
+        return _first_seen(np.argmax(vectors @ cents.T, axis=1).astype(np.int_))
+    return _cluster_tree(vectors, hints, threshold, min_share)
+
+
+def _cluster_tree(vectors: FloatArray, hints: Hints, threshold: float, min_share: float) -> Labels:
     n = len(vectors)
     if n == 0:
         return np.zeros(0, dtype=np.int_)
