@@ -16,7 +16,13 @@ from core.errors import InvalidRequest, InvalidSpeakerReference
 from tests.conversations import Conversation, stitch
 from worker.diarize.cluster import cluster
 from worker.diarize.engine import BundledDiarizer
-from worker.diarize.known import data_url_bytes, decode_reference, letters, name_clusters
+from worker.diarize.known import (
+    check_known_speakers,
+    data_url_bytes,
+    decode_reference,
+    letters,
+    name_clusters,
+)
 from worker.diarize.types import Hints, Span, WindowEmbeddings
 from worker.diarize.windows import plan_windows, spans_from_words, speech_spans
 
@@ -155,6 +161,16 @@ def test_reference_errors_are_invalid_speaker_reference(
         data_url_bytes("https://example.invalid/voice.wav")
     with pytest.raises(InvalidSpeakerReference, match="does not decode"):
         data_url_bytes("data:audio/wav;base64,@@@")
+
+
+def test_known_speaker_lists_are_checked() -> None:
+    check_known_speakers(["Ann", "Bob"], ["data:a", "data:b"])
+    with pytest.raises(InvalidSpeakerReference, match="2 known_speaker_names but 1"):
+        check_known_speakers(["Ann", "Bob"], ["data:a"])
+    with pytest.raises(InvalidSpeakerReference, match="at most 4"):
+        check_known_speakers(list("abcde"), ["x"] * 5)
+    with pytest.raises(InvalidSpeakerReference, match="distinct"):
+        check_known_speakers(["Ann", "Ann"], ["x", "y"])
 
 
 def test_a_data_url_reference_decodes(corpus: Path) -> None:

@@ -70,6 +70,23 @@ def decode_reference(data: bytes, param: str = "known_speaker_references") -> Fl
     return audio
 
 
+def check_known_speakers(names: list[str], references: list[str]) -> None:
+    """The contract's pairing: as many names as references, at most MAX_KNOWN, names distinct."""
+    if len(names) != len(references):
+        raise InvalidSpeakerReference(
+            f"{len(names)} known_speaker_names but {len(references)} references",
+            param="known_speaker_references",
+        )
+    if len(names) > MAX_KNOWN:
+        raise InvalidSpeakerReference(
+            f"at most {MAX_KNOWN} known speakers, got {len(names)}", param="known_speaker_names"
+        )
+    if len(set(names)) != len(names) or not all(n.strip() for n in names):
+        raise InvalidSpeakerReference(
+            "known_speaker_names must be distinct and non-empty", param="known_speaker_names"
+        )
+
+
 def check_reference_length(audio: FloatArray, param: str = "known_speaker_references") -> None:
     seconds = len(audio) / SAMPLE_RATE
     if not MIN_REFERENCE_S <= seconds <= MAX_REFERENCE_S:
