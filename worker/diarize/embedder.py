@@ -127,16 +127,18 @@ class VoiceEncoder:
         """One embedding per 1.6 s window of `audio` (each window volume-normalised alone)."""
         if not windows:
             return np.zeros((0, self.dim), np.float32)
-        mels = np.empty((len(windows), WINDOW_FRAMES, 40), np.float32)
-        for n, w in enumerate(windows):
-            first = max(0, round(w.start * SAMPLE_RATE))
-            clip = audio[first : first + WINDOW_SAMPLES]
-            if len(clip) < WINDOW_SAMPLES:
-                clip = np.pad(clip, (0, WINDOW_SAMPLES - len(clip)))
-            mels[n] = mel_spectrogram(normalize_volume(clip))[:WINDOW_FRAMES]
-        return np.concatenate(
-            [self.forward(mels[i : i + batch]) for i in range(0, len(windows), batch)]
-        )
+        out = np.empty((len(windows), self.dim), np.float32)
+        for at in range(0, len(windows), batch):  # a batch at a time bounds the memory
+            group = windows[at : at + batch]
+            mels = np.empty((len(group), WINDOW_FRAMES, 40), np.float32)
+            for n, w in enumerate(group):
+                first = max(0, round(w.start * SAMPLE_RATE))
+                clip = audio[first : first + WINDOW_SAMPLES]
+                if len(clip) < WINDOW_SAMPLES:
+                    clip = np.pad(clip, (0, WINDOW_SAMPLES - len(clip)))
+                mels[n] = mel_spectrogram(normalize_volume(clip))[:WINDOW_FRAMES]
+            out[at : at + len(group)] = self.forward(mels)
+        return out
 
     def embed_utterance(self, wav: FloatArray, rate: float = 1.3) -> FloatArray:
         """A whole clip's voice print, exactly as resemblyzer's `embed_utterance` makes it.
