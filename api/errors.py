@@ -19,7 +19,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from core.errors import (
     Conflict,
+    DiarizationUnavailable,
     InvalidRequest,
+    InvalidSpeakerReference,
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
@@ -45,6 +47,8 @@ _OPENAI_TYPES = {
 OPENAI_ERROR_TYPES: dict[type[SttError], str] = {
     InvalidRequest: "invalid_request_error",
     UnknownModel: "invalid_request_error",
+    InvalidSpeakerReference: "invalid_request_error",
+    DiarizationUnavailable: "invalid_request_error",
     Unauthorized: "invalid_request_error",
     NotFound: "invalid_request_error",
     ModelNotFound: "invalid_request_error",

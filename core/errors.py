@@ -2,7 +2,9 @@
 
 SttError                     (status, code)
 ├── InvalidRequest           400 invalid_request
-│   └── UnknownModel         400 model_not_found
+│   ├── UnknownModel         400 model_not_found
+│   ├── InvalidSpeakerReference  400 invalid_speaker_reference
+│   └── DiarizationUnavailable   400 diarization_unavailable
 ├── Unauthorized             401 invalid_api_key
 ├── NotFound                 404 not_found
 │   └── ModelNotFound        404 model_not_found   (OpenAI's `/models/{id}`)
@@ -124,6 +126,21 @@ class FailureCode(enum.StrEnum):
     audio_missing = "audio_missing"
     too_many_attempts = "too_many_attempts"
     cancelled = "cancelled"
+
+
+class InvalidSpeakerReference(InvalidRequest):
+    """A known-speaker reference clip cannot serve as a voice print: it does not decode, or
+    it is too short, too long or holds too little speech (the reference clips are 2-10 s)."""
+
+    code = "invalid_speaker_reference"
+    title = "Invalid speaker reference"
+
+
+class DiarizationUnavailable(InvalidRequest):
+    """Speaker labels were asked for where no diarization backend is configured or loadable."""
+
+    code = "diarization_unavailable"
+    title = "Diarization unavailable"
 
 
 def _walk(cls: type[SttError]) -> list[type[SttError]]:
