@@ -12,6 +12,8 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from api.errors import EXCEPTION_HANDLERS
+from api.job_reads import JobReads
+from api.keycache import KeyCache
 from api.observe import HttpMetrics, observe
 from api.openapi_docs import document
 from api.ratelimit import RateLimiter
@@ -31,15 +33,24 @@ def build_state(settings: Settings) -> AppState:
     settings.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database_url)
     sessions = async_session_factory(engine)
+    waiter = JobWaiter(sessions, settings.redis_url, settings.waiter_poll_s)
+    reads = JobReads(engine, settings.job_cache_s)
+    waiter.listeners.append(reads.evict)
     return AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
         storage=make_storage(settings),
         celery=make_celery(settings, name="stt-api"),
-        waiter=JobWaiter(sessions, settings.redis_url),
-        limiter=RateLimiter(settings.rate_limit_per_minute, settings.redis_url),
+        waiter=waiter,
+        limiter=RateLimiter(
+            settings.rate_limit_per_minute,
+            settings.redis_url,
+            poll_per_minute=settings.poll_limit_per_minute,
+        ),
         metrics=HttpMetrics(),
+        reads=reads,
+        keys=KeyCache(settings.key_cache_s),
     )
 
 

@@ -83,6 +83,21 @@ class Settings:
     """About how long each chunk is (cuts are placed in silences near multiples of it)."""
     batch_size: int | None = None
     """faster-whisper's batched pipeline with this batch; 0 sequential; None chosen per model."""
+    # --- performance of the poll path and the embedded default (issue 14) ---
+    api_workers: int = 1
+    """API processes `stt serve` runs (STT_API_WORKERS; default one per usable core, at most 4)."""
+    key_cache_s: float = 5.0
+    """How long an API process trusts a key → tenant lookup: a revoked key is refused within it."""
+    job_cache_s: float = 5.0
+    """How long an API process serves an ended job's rendered JSON from memory without asking
+    the database; a job deleted through another API process without Redis vanishes within it."""
+    poll_limit_per_minute: int = 120
+    """Polls of one job (`GET /stt/jobs/{id}`) per key per minute; counted apart from the key's
+    general limit, so a client may poll every job it owns every second (0: no limit)."""
+    waiter_poll_s: float = 0.05
+    """Without Redis: how often one shared query checks the jobs that callers wait on."""
+    broker_poll_s: float = 0.05
+    """The embedded filesystem broker's polling interval (kombu's default is 1 s)."""
 
     @property
     def audio_dir(self) -> Path:
@@ -222,6 +237,29 @@ def _chunking(env: Mapping[str, str]) -> tuple[float, float]:
     return threshold, target
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _api_workers(env: Mapping[str, str]) -> int:
+    count = int(_num(env, "STT_API_WORKERS", 0, int))
+    return count if count > 0 else min(usable_cores(), 4)
+
+
+def _cpu_threads(env: Mapping[str, str]) -> int:
+    """STT_CPU_THREADS, or (0/unset) the usable cores shared by the worker's concurrent jobs:
+    CTranslate2's own default counts the machine's cores, not the ones this process may use."""
+    threads = int(_num(env, "STT_CPU_THREADS", 0, int))
+    if threads > 0:
+        return threads
+    concurrency = max(1, int(_num(env, "STT_WORKER_CONCURRENCY", 1, int)))
+    return max(1, usable_cores() // concurrency)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build settings from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -244,7 +282,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_aliases=_aliases(env.get("STT_MODEL_ALIASES")),
         device=env.get("STT_DEVICE") or "auto",
         compute_type=env.get("STT_COMPUTE_TYPE") or "auto",
-        cpu_threads=int(_num(env, "STT_CPU_THREADS", 0, int)),
+        cpu_threads=_cpu_threads(env),
         beam_size=int(_num(env, "STT_BEAM_SIZE", 5, int)),
         vad_filter=_bool(env, "STT_VAD_FILTER", True),
         max_upload_bytes=int(_num(env, "STT_MAX_UPLOAD_BYTES", 2 * 1024**3, int)),
@@ -290,4 +328,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         chunk_threshold_s=chunk_threshold_s,
         chunk_target_s=chunk_target_s,
         batch_size=_batch_size(env.get("STT_BATCH_SIZE")),
+        api_workers=_api_workers(env),
+        key_cache_s=float(_num(env, "STT_KEY_CACHE_S", 5.0, float)),
+        job_cache_s=float(_num(env, "STT_JOB_CACHE_S", 5.0, float)),
+        poll_limit_per_minute=int(_num(env, "STT_POLL_LIMIT_PER_MINUTE", 120, int)),
+        waiter_poll_s=_positive(env, "STT_WAITER_POLL_S", 0.05, float),
+        broker_poll_s=_positive(env, "STT_BROKER_POLL_S", 0.05, float),
     )

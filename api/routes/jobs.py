@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from datetime import datetime
 from typing import Any
 
 import anyio
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
-from sqlalchemy import and_, or_, select, update
 from sqlalchemy import delete as sql_delete
+from sqlalchemy import select, update
 
-from api.auth import authenticate
+from api.auth import authenticate, authenticate_caller
+from api.job_reads import respond
 from api.respond import transcribe
 from api.service import drop_audio, query_raw_format
 from api.state import AppState
@@ -55,30 +53,20 @@ def _wait_param(raw: str | None, limit: float) -> float:
 
 
 @get("/stt/jobs/{job_id:str}", summary="A job: status, progress, result")
-async def get_job(request: Request[Any, Any, State], job_id: str) -> dict[str, Any]:
-    """`?wait=N` long-polls up to N seconds for a change of status."""
+async def get_job(request: Request[Any, Any, State], job_id: str) -> Response[bytes]:
+    """`?wait=N` long-polls up to N seconds for a change of status; `ETag`/`If-None-Match`
+    answer 304 when the job is as the caller last saw it (see api.job_reads)."""
     state = AppState.of(request.app.state)
-    tenant = await authenticate(request, state.settings, state.sessions)
+    caller = await authenticate_caller(request, state.settings, state.sessions)
     wait = _wait_param(request.query_params.get("wait"), state.settings.max_wait_s)
-    job = await _own_job(state, tenant, job_id)
-    if wait > 0 and not JobStatus(job.status).ended:
+    job = await state.reads.one(caller.tenant, job_id)
+    await state.limiter.check_poll(caller.identity, job_id if job is not None else None)
+    if job is not None and wait > 0 and not job.ended:
         await state.waiter.wait(job_id, wait, changed_from=job.status)
-        job = await _own_job(state, tenant, job_id)
-    return job_json(job)
-
-
-def _cursor(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _parse_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest("cursor is not valid", param="cursor") from exc
+        job = await state.reads.one(caller.tenant, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return respond(job, request.headers.get("if-none-match"))
 
 
 @get("/stt/jobs", summary="The caller's jobs, newest first")
@@ -93,29 +81,12 @@ async def list_jobs(request: Request[Any, Any, State]) -> dict[str, Any]:
         raise InvalidRequest("limit must be an integer", param="limit") from exc
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
-    query = select(Job).where(Job.tenant == tenant)
     status = params.get("status")
-    if status:
-        if status not in JobStatus.__members__:
-            raise InvalidRequest(
-                f"status must be one of {', '.join(JobStatus.__members__)}", param="status"
-            )
-        query = query.where(Job.status == status)
-    cursor = params.get("cursor")
-    if cursor:
-        created, last_id = _parse_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
+    if status and status not in JobStatus.__members__:
+        raise InvalidRequest(
+            f"status must be one of {', '.join(JobStatus.__members__)}", param="status"
         )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    async with state.sessions() as session:
-        jobs = list((await session.execute(query)).scalars())
-    page, more = jobs[:limit], len(jobs) > limit
-    return {
-        "data": [job_json(j, include_result=False) for j in page],
-        "has_more": more,
-        "next_cursor": _cursor(page[-1]) if more and page else None,
-    }
+    return await state.reads.page(tenant, status, params.get("cursor"), limit)
 
 
 @delete("/stt/jobs/{job_id:str}", status_code=200, summary="Cancel a job, or delete a finished one")
@@ -151,6 +122,7 @@ async def delete_job(request: Request[Any, Any, State], job_id: str) -> Response
         return Response(job_json(job), status_code=200)
     async with state.sessions() as session, session.begin():
         await session.execute(sql_delete(Job).where(Job.id == job_id, Job.tenant == tenant))
+    await state.waiter.publish(job_id)  # every API process forgets its cached view
     if job.audio_key:
         await drop_audio(state, job.audio_key)
     return Response(None, status_code=204)
