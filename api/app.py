@@ -20,7 +20,7 @@ from api.ratelimit import RateLimiter
 from api.routes import cartesia, health, jobs, metrics, openai
 from api.state import AppState
 from api.waiter import JobWaiter
-from core.db import async_session_factory, make_async_engine
+from core.db import async_session_factory, make_async_engine, make_engine
 from core.queues import make_celery
 from core.settings import Settings, load_settings
 from core.storage import make_storage
@@ -34,7 +34,8 @@ def build_state(settings: Settings) -> AppState:
     engine = make_async_engine(settings.database_url)
     sessions = async_session_factory(engine)
     waiter = JobWaiter(sessions, settings.redis_url, settings.waiter_poll_s)
-    reads = JobReads(engine, settings.job_cache_s)
+    local = make_engine(settings.database_url) if engine.dialect.name == "sqlite" else None
+    reads = JobReads(engine, settings.job_cache_s, local)
     waiter.listeners.append(reads.evict)
     return AppState(
         settings=settings,
@@ -66,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.waiter.stop()
         await state.limiter.close()
         await state.engine.dispose()
+        if state.reads.local is not None:
+            state.reads.local.dispose()
 
     app = Litestar(
         route_handlers=[
