@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import httpx
 
-from tests.support import ROOT, LiveService, clips, long_audio, start_service, stop_service_proc
+from bench.support import ROOT, LiveService, clips, long_audio, start_service, stop_service_proc
 
 PG_ADMIN = os.environ.get("STT_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("STT_BENCH_REDIS", "redis://127.0.0.1:6379")

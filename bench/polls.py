@@ -246,14 +246,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tree", type=Path, action="append", default=None)
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--polls", type=int, default=300)
-    parser.add_argument("--postgres", default=None, help="a database URL per tree, comma-separated")
-    parser.add_argument("--redis", default=None, help="a Redis URL per tree, comma-separated")
+    parser.add_argument(
+        "--pg", action="store_true", help="Postgres + Redis (a database of each per tree)"
+    )
     args = parser.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [ROOT])]
-    databases = args.postgres.split(",") if args.postgres else [None] * len(trees)
-    redises = args.redis.split(",") if args.redis else [None] * len(trees)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="stt-polls-") as tmp, ExitStack() as stack:
+        databases: list[str | None] = [None] * len(trees)
+        redises: list[str | None] = [None] * len(trees)
+        if args.pg:
+            from bench.harness import postgres_database, redis_database
+
+            databases = [stack.enter_context(postgres_database()) for _ in trees]
+            redises = [stack.enter_context(redis_database()) for _ in trees]
         servers = [
             stack.enter_context(serve(tree, Path(tmp, f"t{i}"), databases[i], redises[i]))
             for i, tree in enumerate(trees)
@@ -261,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(servers, args.pairs, args.polls)
     results["load_average_before"] = [round(x, 2) for x in load_before]
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    results["backend"] = "postgres+redis" if args.postgres else "embedded (sqlite)"
+    results["backend"] = "postgres+redis" if args.pg else "embedded (sqlite)"
     print(json.dumps(results, indent=2))
     return 0
 
