@@ -319,6 +319,8 @@ def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[di
         polls_only = api_under_load(
             api.url, api.proc.pid, ids, clip(TINY_JOB).path, seconds=cfg.load_seconds, submitters=0
         )
+    # Memory is per API process: one of them, so that the pid read is the one receiving.
+    with services.run(0, STT_LOG_LEVEL="WARNING", STT_API_WORKERS="1") as api:
         upload = upload_memory(api.url, api.proc.pid, cfg.upload_bytes)
     polls, submits = load["polls"], load["submits"]
     errors = polls["errors"] + submits["errors"]
