@@ -218,6 +218,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ],
         "responses": {
             "200": {"description": "The job", "content": {"application/json": {"schema": JOB}}},
+            "304": {"description": "Unchanged since the `ETag` sent in `If-None-Match`"},
             **_errors(True, (400, 401, 404, 429, 503)),
         },
     },
