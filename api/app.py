@@ -21,6 +21,7 @@ from api.routes import cartesia, health, jobs, metrics, openai
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine, make_engine
+from core.logs import configure_logging
 from core.queues import make_celery
 from core.settings import Settings, load_settings
 from core.storage import make_storage
@@ -95,6 +96,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.asgi_handler = observe(app.asgi_handler, state.metrics)
     return app
+
+
+def serve_app() -> Litestar:
+    """What `stt serve` runs in each API process: with STT_API_WORKERS > 1 they are spawned
+    afresh, so each sets up the service's logging itself before making the app."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
 
 
 logging.getLogger("stt").addHandler(logging.NullHandler())

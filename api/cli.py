@@ -101,12 +101,15 @@ def serve(settings: Settings, workers: int) -> None:
     )
     try:
         uvicorn.run(
-            "api.app:create_app",
+            "api.app:serve_app",
             log_config=None,
             factory=True,
             host=settings.host,
             port=settings.port,
             workers=settings.api_workers,
+            # A spawned API process imports the whole app before it answers the supervisor's
+            # ping; on a busy machine that outlasts uvicorn's 5 s and it is killed in a loop.
+            timeout_worker_healthcheck=60,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=30,
         )
