@@ -85,7 +85,9 @@ class Settings:
     """faster-whisper's batched pipeline with this batch; 0 sequential; None chosen per model."""
     # --- performance of the poll path and the embedded default (issue 14) ---
     api_workers: int = 1
-    """API processes `stt serve` runs (STT_API_WORKERS; default one per usable core, at most 4)."""
+    """API processes `stt serve` runs (STT_API_WORKERS, default 1; `auto`: one per usable
+    core, at most 4). Not yet the default: draining in-flight requests on SIGTERM through
+    uvicorn's supervisor is unverified."""
     key_cache_s: float = 5.0
     """How long an API process trusts a key → tenant lookup: a revoked key is refused within it."""
     job_cache_s: float = 5.0
@@ -246,8 +248,10 @@ def usable_cores() -> int:
 
 
 def _api_workers(env: Mapping[str, str]) -> int:
-    count = int(_num(env, "STT_API_WORKERS", 0, int))
-    return count if count > 0 else min(usable_cores(), 4)
+    if (env.get("STT_API_WORKERS") or "").strip().lower() == "auto":
+        return min(usable_cores(), 4)
+    count = int(_num(env, "STT_API_WORKERS", 1, int))
+    return count if count > 0 else 1
 
 
 def _cpu_threads(env: Mapping[str, str]) -> int:

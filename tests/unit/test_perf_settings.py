@@ -16,7 +16,8 @@ def test_defaults_follow_the_cores_this_process_may_use() -> None:
     cores = len(os.sched_getaffinity(0))
     assert usable_cores() == cores
     s = load_settings({})
-    assert s.api_workers == min(cores, 4)
+    assert s.api_workers == 1
+    assert load_settings({"STT_API_WORKERS": "auto"}).api_workers == min(cores, 4)
     assert s.cpu_threads == cores
     assert load_settings({"STT_WORKER_CONCURRENCY": str(cores * 2)}).cpu_threads == 1
     assert load_settings({"STT_CPU_THREADS": "3"}).cpu_threads == 3
