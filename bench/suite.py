@@ -299,8 +299,9 @@ def pool_scaling(
 
 
 def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[dict[str, Any]]:
-    """Figures 4 and 5 on the API alone (no worker: its CPU is the API's)."""
-    with services.run(0, STT_LOG_LEVEL="WARNING") as api:
+    """Figures 4 and 5 on the API alone (no worker: its CPU is the API's); figure 4 with an
+    API process per core (STT_API_WORKERS=auto)."""
+    with services.run(0, STT_LOG_LEVEL="WARNING", STT_API_WORKERS="auto") as api:
         ids = list(poll_ids)
         while len(ids) < 10:  # something to poll even when run alone (these stay queued)
             with clip(TINY_JOB).path.open("rb") as handle:
