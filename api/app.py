@@ -10,13 +10,16 @@ from litestar.openapi import OpenAPIConfig
 
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.job_reads import JobReads
+from api.keycache import KeyCache
 from api.observe import HttpMetrics, observe
 from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
 from api.routes import cartesia, health, jobs, metrics, openai, outputs, web
 from api.state import AppState
 from api.waiter import JobWaiter
-from core.db import async_session_factory, make_async_engine
+from core.db import async_session_factory, make_async_engine, make_engine
+from core.logs import configure_logging
 from core.queues import make_celery
 from core.settings import Settings, load_settings
 from core.storage import make_storage
@@ -29,15 +32,25 @@ def build_state(settings: Settings) -> AppState:
     settings.storage.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database.url)
     sessions = async_session_factory(engine)
+    waiter = JobWaiter(sessions, settings.broker.redis_url, settings.broker.waiter_poll_s)
+    local = make_engine(settings.database.url) if engine.dialect.name == "sqlite" else None
+    reads = JobReads(engine, settings.api.job_cache_s, local)
+    waiter.listeners.append(reads.evict)
     return AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
         storage=make_storage(settings),
         celery=make_celery(settings, name="stt-api"),
-        waiter=JobWaiter(sessions, settings.broker.redis_url),
-        limiter=RateLimiter(settings.limits.rate_limit_per_minute, settings.broker.redis_url),
+        waiter=waiter,
+        limiter=RateLimiter(
+            settings.limits.rate_limit_per_minute,
+            settings.broker.redis_url,
+            poll_per_minute=settings.limits.poll_limit_per_minute,
+        ),
         metrics=HttpMetrics(),
+        reads=reads,
+        keys=KeyCache(settings.api.key_cache_s),
     )
 
 
@@ -52,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.waiter.stop()
         await state.limiter.close()
         await state.engine.dispose()
+        if state.reads.local is not None:
+            state.reads.local.dispose()
 
     app = Litestar(
         route_handlers=[
@@ -86,6 +101,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
     app.asgi_handler = observe(app.asgi_handler, state.metrics)
     return app
+
+
+def serve_app() -> Litestar:
+    """What `stt serve` runs in each API process: with STT_API_WORKERS > 1 they are spawned
+    afresh, so each sets up the service's logging itself before making the app."""
+    settings = load_settings()
+    configure_logging(settings.logs.level, settings.logs.format)
+    return create_app(settings)
 
 
 logging.getLogger("stt").addHandler(logging.NullHandler())

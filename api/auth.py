@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
 from typing import Any
 
 from litestar import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.keycache import KeyCache
 from api.ratelimit import RateLimiter
 from core.errors import Unauthorized
 from core.keys import hash_key
@@ -29,6 +31,13 @@ def presented_key(request: Request[Any, Any, Any]) -> str | None:
     return key.strip() if key and key.strip() else None
 
 
+@dataclass(frozen=True)
+class Caller:
+    tenant: str
+    identity: str
+    """What the rate limiter counts under (a prefix of the key's hash)."""
+
+
 async def authenticate(
     request: Request[Any, Any, Any],
     settings: Settings,
@@ -37,16 +46,33 @@ async def authenticate(
 ) -> str:
     """The caller's tenant; 401 for a missing, unknown or revoked key. A known key then
     counts against its rate limit (429 when over it)."""
+    caller = await authenticate_caller(request, settings, sessions)
+    if limiter is not None and caller.identity:
+        await limiter.check(caller.identity)
+    return caller.tenant
+
+
+async def authenticate_caller(
+    request: Request[Any, Any, Any],
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+) -> Caller:
+    """The caller, not yet counted by the rate limiter; 401 for a missing, unknown or revoked
+    key. A valid key's tenant is remembered for STT_KEY_CACHE_S (see api.keycache)."""
     if settings.api.auth_disabled:
-        return ENV_TENANT
+        return Caller(ENV_TENANT, "")
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
     digest = hash_key(key)
+    identity = digest[:32]
     if settings.api.key and hmac.compare_digest(key.encode(), settings.api.key.encode()):
-        if limiter is not None:
-            await limiter.check(digest[:32])
-        return ENV_TENANT
+        return Caller(ENV_TENANT, identity)
+    app_state = getattr(request.app.state, "stt", None)
+    cache: KeyCache | None = getattr(app_state, "keys", None)
+    tenant = cache.get(digest) if cache is not None else None
+    if tenant is not None:
+        return Caller(tenant, identity)
     async with sessions() as session:
         row = (
             await session.execute(
@@ -57,6 +83,6 @@ async def authenticate(
         ).first()
     if row is None or not hmac.compare_digest(row.key_hash, digest):
         raise Unauthorized("the API key is not valid")
-    if limiter is not None:
-        await limiter.check(digest[:32])
-    return str(row.tenant)
+    if cache is not None:
+        cache.put(digest, str(row.tenant))
+    return Caller(str(row.tenant), identity)

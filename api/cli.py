@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -72,25 +74,43 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30
             proc.kill()
 
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_metrics_dir(settings: Settings) -> Path:
+    """An empty folder for prometheus_client's multiprocess mode, named in the environment
+    before any API process imports it, so `/metrics` sums every API process's counts."""
+    folder = settings.storage.data_dir / "metrics"
+    shutil.rmtree(folder, ignore_errors=True)  # counts from an earlier run would add up
+    folder.mkdir(parents=True)
+    os.environ[METRICS_DIR_ENV] = str(folder)
+    return folder
+
+
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database.url)
+    upgrade(settings.database.url)  # once, here, before any API process starts
     ensure_first_key(settings)
+    prepare_metrics_dir(settings)
     procs = start_workers(workers)
     print(
         f"Serving on http://{settings.api.host}:{settings.api.port} "
-        f"({workers} worker process(es) beside the API)",
+        f"({settings.api.workers} API process(es), {workers} worker process(es) beside them)",
         flush=True,
     )
     try:
         uvicorn.run(
-            "api.app:create_app",
+            "api.app:serve_app",
             log_config=None,
             factory=True,
             host=settings.api.host,
             port=settings.api.port,
+            workers=settings.api.workers,
+            # A spawned API process imports the whole app before it answers the supervisor's
+            # ping; on a busy machine that outlasts uvicorn's 5 s and it is killed in a loop.
+            timeout_worker_healthcheck=60,
             log_level=settings.logs.level.lower(),
             timeout_graceful_shutdown=30,
         )

@@ -12,7 +12,7 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from api.auth import authenticate
+from api.auth import Caller, authenticate, authenticate_caller
 from api.jobs import JobService
 from api.state import AppState
 
@@ -25,6 +25,11 @@ async def provide_tenant(request: Request[Any, Any, Any], stt: AppState) -> str:
     return await authenticate(request, stt.settings, stt.sessions, stt.limiter)
 
 
+async def provide_caller(request: Request[Any, Any, Any], stt: AppState) -> Caller:
+    """The caller, authenticated but not yet counted (polls count per job: api.ratelimit)."""
+    return await authenticate_caller(request, stt.settings, stt.sessions)
+
+
 def provide_job_service(stt: AppState) -> JobService:
     return JobService(stt)
 
@@ -32,5 +37,6 @@ def provide_job_service(stt: AppState) -> JobService:
 DEPENDENCIES = {
     "stt": Provide(provide_state, sync_to_thread=False),
     "tenant": Provide(provide_tenant),
+    "caller": Provide(provide_caller),
     "jobs": Provide(provide_job_service, sync_to_thread=False),
 }

@@ -3,12 +3,13 @@ and request counts by route and status for /metrics."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 from core.logs import request_id_var
 
@@ -16,9 +17,12 @@ _INCOMING_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class HttpMetrics:
-    """Per-app (not global) request metrics."""
+    """Per-app (not global) request metrics. Under `stt serve` (PROMETHEUS_MULTIPROC_DIR
+    set before the API processes start) each process writes its counts to that folder and
+    :meth:`exposition` sums every process's; without it they are this process's own."""
 
     def __init__(self) -> None:
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "stt_http_requests",
@@ -33,6 +37,14 @@ class HttpMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+
+    def exposition(self) -> bytes:
+        """The request metrics in Prometheus' text format, summed over the API processes."""
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
 
 
 def observe(app: Any, metrics: HttpMetrics) -> Any:

@@ -1,5 +1,10 @@
 """Per-key request rate limits: a fixed one-minute window, in Redis when there is one
-(shared by every API process), else in this process."""
+(shared by every API process), else in this process (each API process counts its own).
+
+Polls of a job its caller owns are counted apart, per key and job (STT_POLL_LIMIT_PER_MINUTE,
+default 120: a poll a second per job, with room to spare), so a client polling each of its
+jobs every second never meets the key's general limit; a long-poll (`?wait=`) is one request
+however long it waits, and is the better way to learn that a job ended."""
 
 from __future__ import annotations
 
@@ -17,8 +22,9 @@ _MAX_LOCAL_KEYS = 100_000
 
 
 class RateLimiter:
-    def __init__(self, per_minute: int, redis_url: str | None) -> None:
+    def __init__(self, per_minute: int, redis_url: str | None, *, poll_per_minute: int = 0) -> None:
         self.per_minute = per_minute
+        self.poll_per_minute = poll_per_minute
         self._redis = aioredis.Redis.from_url(redis_url, socket_timeout=2) if redis_url else None
         self._local: OrderedDict[tuple[str, int], int] = OrderedDict()
 
@@ -42,14 +48,27 @@ class RateLimiter:
 
     async def check(self, identity: str) -> None:
         """Count one request for `identity` (a key hash); 429 with Retry-After past the limit."""
-        if self.per_minute <= 0:
+        await self._check(identity, self.per_minute, "requests per minute")
+
+    async def check_poll(self, identity: str, job_id: str | None) -> None:
+        """Count a poll of `job_id`, the caller's own job, apart from its other requests;
+        a poll of no job of theirs (None) counts as any other request."""
+        if not identity:
+            return
+        if job_id is None:
+            await self.check(identity)
+            return
+        await self._check(f"{identity}:{job_id}", self.poll_per_minute, "polls per minute of a job")
+
+    async def _check(self, identity: str, limit: int, what: str) -> None:
+        if limit <= 0:
             return
         now = time.time()
         window = int(now // WINDOW_S)
-        if await self._count(identity, window) > self.per_minute:
+        if await self._count(identity, window) > limit:
             retry = max(1, int((window + 1) * WINDOW_S - now) + 1)
             raise RateLimited(
-                f"rate limit of {self.per_minute} requests per minute reached for this key",
+                f"rate limit of {limit} {what} reached for this key",
                 headers={"Retry-After": str(retry)},
             )
 

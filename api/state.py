@@ -9,6 +9,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.job_reads import JobReads
+from api.keycache import KeyCache
 from api.observe import HttpMetrics
 from api.ratelimit import RateLimiter
 from api.waiter import JobWaiter
@@ -26,6 +28,10 @@ class AppState:
     waiter: JobWaiter
     limiter: RateLimiter
     metrics: HttpMetrics
+    reads: JobReads
+    """The poll path's reads and its cache of ended jobs."""
+    keys: KeyCache
+    """Key → tenant, for STT_KEY_CACHE_S."""
     started_at: int = field(default_factory=lambda: int(time.time()))
     """When this API process started (the `created` of the models it lists)."""
 

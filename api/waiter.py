@@ -1,8 +1,10 @@
-"""Waiting for jobs to end without a thread per waiter.
+"""Waiting for jobs to end without a thread, or a query, per waiter.
 
 With Redis, one pub/sub subscription per API process wakes the waiters of a job as soon as
-a worker announces it; the database is polled as a fallback (slowly with Redis, briskly
-without it), so a lost announcement costs latency, never a hang.
+a worker announces it. The database is polled as well, by one shared query per interval over
+every job someone in this process waits on (briskly without Redis, STT_WAITER_POLL_S; every
+2 s with it, so a lost announcement costs latency, never a hang): a thousand long-polls cost
+what one does, and nobody waiting costs nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
@@ -23,31 +25,86 @@ from core.notify import JOB_EVENTS_CHANNEL
 log = logging.getLogger("stt.waiter")
 
 
+_IDS_PER_QUERY = 500
+
+
 class JobWaiter:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis_url: str | None) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis_url: str | None,
+        shared_poll_s: float = 0.05,
+    ) -> None:
         self.sessions = sessions
         self.redis_url = redis_url
+        self.shared_poll_s = shared_poll_s
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._known: dict[str, str | None] = {}
+        """The status each watched job had when last seen (None: not yet read)."""
         self._task: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
         self._connected = False
+        self.listeners: list[Callable[[str], None]] = []
+        """Called with a job id whenever the job is announced (e.g. to drop a cached view)."""
 
     @property
     def poll_interval(self) -> float:
+        """How often a stream re-reads its job's text (the job's status needs no polling)."""
         return 2.0 if self._connected else 0.25
+
+    @property
+    def _shared_interval(self) -> float:
+        return 2.0 if self._connected else self.shared_poll_s
 
     async def start(self) -> None:
         if self.redis_url:
             self._task = asyncio.create_task(self._listen(), name="job-events")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._poller):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def notify(self, job_id: str) -> None:
+        for listener in self.listeners:
+            listener(job_id)
         for event in self._events.get(job_id, ()):
             event.set()
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll_watched(), name="job-status-poll")
+
+    async def _poll_watched(self) -> None:
+        """While anyone waits: one query per interval for the statuses of all watched jobs,
+        waking the waiters of each job whose status moved."""
+        while self._events:
+            await asyncio.sleep(self._shared_interval)
+            ids = [job_id for job_id in self._events if job_id in self._known]
+            if not ids:
+                continue
+            try:
+                current: dict[str, str] = {}
+                async with self.sessions() as session:
+                    for at in range(0, len(ids), _IDS_PER_QUERY):
+                        batch = ids[at : at + _IDS_PER_QUERY]
+                        rows = await session.execute(
+                            select(Job.id, Job.status).where(Job.id.in_(batch))
+                        )
+                        current.update((str(i), str(s)) for i, s in rows.all())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("could not poll the statuses of waited-on jobs", exc_info=True)
+                continue
+            for job_id in ids:
+                status = current.get(job_id)
+                if job_id in self._known and self._known[job_id] != status:
+                    self._known[job_id] = status
+                    for event in self._events.get(job_id, ()):
+                        event.set()
 
     async def _listen(self) -> None:
         assert self.redis_url
@@ -96,12 +153,14 @@ class JobWaiter:
         changed_from: str | None = None,
     ) -> str | None:
         """Wait until the job has ended, or its status is no longer `changed_from`, or
-        `timeout` passes; return its last status (None if the job is gone)."""
+        `timeout` passes; return its last status (None if the job is gone). Waiting itself
+        reads nothing: the shared poll or an announcement wakes it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        with self.watch(job_id) as event:
+        with self.watch(job_id, known=changed_from) as event:
+            status = changed_from if changed_from is not None else await self.status(job_id)
+            self._known[job_id] = status
             while True:
-                status = await self.status(job_id)
                 if status is None or JobStatus(status).ended:
                     return status
                 if changed_from is not None and status != changed_from:
@@ -110,17 +169,25 @@ class JobWaiter:
                 if remaining <= 0:
                     return status
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(self.poll_interval, remaining))
-                event.clear()
+                    await asyncio.wait_for(event.wait(), remaining)
+                if event.is_set():
+                    event.clear()
+                    status = await self.status(job_id)
+                    self._known[job_id] = status
 
     @contextlib.contextmanager
-    def watch(self, job_id: str) -> Iterator[asyncio.Event]:
-        """An event set whenever the job is announced (it ended, or changed status)."""
+    def watch(self, job_id: str, known: str | None = None) -> Iterator[asyncio.Event]:
+        """An event set whenever the job is announced (it ended, or changed status), or
+        the shared poll sees its status move from `known` (read now when not given)."""
         event = asyncio.Event()
         self._events[job_id].add(event)
+        if known is not None:
+            self._known.setdefault(job_id, known)
+        self._ensure_poller()
         try:
             yield event
         finally:
             self._events[job_id].discard(event)
             if not self._events[job_id]:
                 self._events.pop(job_id, None)
+                self._known.pop(job_id, None)

@@ -34,7 +34,7 @@ from bench.suite import (
     engine_choice,
     pool_scaling,
 )
-from tests.support import ROOT
+from bench.support import ROOT
 
 PARTS = ("engine", "overhead", "pool", "api")
 

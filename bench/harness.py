@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import httpx
 
-from tests.support import ROOT, LiveService, clips, long_audio, start_service, stop_service_proc
+from bench.support import ROOT, LiveService, clips, long_audio, start_service, stop_service_proc
 
 PG_ADMIN = os.environ.get("STT_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("STT_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -133,6 +133,7 @@ class Services:
             "STT_MAX_QUEUED_PER_TENANT": "1000000",
             "STT_MAX_QUEUED_TOTAL": "1000000",
             "STT_RATE_LIMIT_PER_MINUTE": "0",  # measure capacity, not the per-key limit
+            "STT_POLL_LIMIT_PER_MINUTE": "0",
             **extra,
         }
 

@@ -4,7 +4,6 @@ large upload. Loopback only, bounded in time and size."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import threading
 import time
@@ -17,6 +16,7 @@ import httpx
 import numpy as np
 
 from bench.harness import headers, percentile
+from bench.idle import tree_cpu_seconds
 
 
 @dataclass
@@ -139,9 +139,9 @@ async def _client(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children (`stt serve` runs
+    STT_API_WORKERS API processes under one supervisor)."""
+    return tree_cpu_seconds(pid)
 
 
 def api_under_load(

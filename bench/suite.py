@@ -23,7 +23,8 @@ from bench.harness import (
     transcribe_sync,
 )
 from bench.load import api_under_load, upload_memory
-from tests.support import clip, error_rate
+from bench.support import clip, error_rate
+from core.settings import usable_cores
 from worker.batching import MEASURED, default_batch_size
 from worker.bundled_models import resolve_model_path
 
@@ -33,8 +34,12 @@ SHORT = "en_jfk_inaugural.flac"
 """11 s: the short synchronous call."""
 TINY_JOB = "en_librispeech_2830-3980-0043.wav"
 """2 s: what the load test's submitters send, and the warm-up."""
-THREADS = 2
-"""CTranslate2 threads for one worker, and for the bare library, on a 2-core machine."""
+
+
+def threads() -> int:
+    """CTranslate2 threads for one worker, and for the bare library: the cores this process
+    may use (its affinity mask), as the service's own default."""
+    return usable_cores()
 
 
 @dataclass(frozen=True)
@@ -71,11 +76,12 @@ def figure(
     }
 
 
-def bare_model(cache_dir: Path, threads: int = THREADS, spec: str = MODEL) -> Any:
+def bare_model(cache_dir: Path, cpu_threads: int | None = None, spec: str = MODEL) -> Any:
     from faster_whisper import WhisperModel
 
     path = resolve_model_path(spec, cache_dir)
-    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=threads)
+    count = cpu_threads or threads()
+    return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=count)
 
 
 def bare_transcribe(model: Any, path: Path | str, batch: int, **options: Any) -> tuple[float, str]:
@@ -100,13 +106,13 @@ def bare_transcribe(model: Any, path: Path | str, batch: int, **options: Any) ->
 def engine_and_short_calls(
     services: Services, cfg: Config, long_path: Path, reference: str, seconds: float
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """Figures 1 and 3 on one service (one worker, `THREADS` threads) against the library in
+    """Figures 1 and 3 on one service (one worker, `threads()` threads) against the library in
     this process. Returns the figures, the unchunked run (for the WER check), job ids."""
     batch = default_batch_size(MODEL, "cpu")
     model = bare_model(services.data_dir / "models")
     short = clip(SHORT).path
     ids: list[str] = []
-    with services.run(1, STT_CPU_THREADS=str(THREADS)) as svc:
+    with services.run(1, STT_CPU_THREADS=str(threads())) as svc:
         for _ in range(2):  # warm both: model loaded, caches filled
             _, body = transcribe_sync(svc, short)
             ids.append(body["request_id"])
@@ -139,7 +145,7 @@ def engine_and_short_calls(
             ratio <= 1.10,
             audio_s=round(seconds, 1),
             model=MODEL,
-            threads=THREADS,
+            threads=threads(),
             batch_size=batch,
             service_s=[round(x, 2) for x in service_long],
             bare_s=[round(x, 2) for x in bare_long],
@@ -293,8 +299,9 @@ def pool_scaling(
 
 
 def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[dict[str, Any]]:
-    """Figures 4 and 5 on the API alone (no worker: its CPU is the API's)."""
-    with services.run(0, STT_LOG_LEVEL="WARNING") as api:
+    """Figures 4 and 5 on the API alone (no worker: its CPU is the API's); figure 4 with an
+    API process per core (STT_API_WORKERS=auto)."""
+    with services.run(0, STT_LOG_LEVEL="WARNING", STT_API_WORKERS="auto") as api:
         ids = list(poll_ids)
         while len(ids) < 10:  # something to poll even when run alone (these stay queued)
             with clip(TINY_JOB).path.open("rb") as handle:
@@ -313,6 +320,8 @@ def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[di
         polls_only = api_under_load(
             api.url, api.proc.pid, ids, clip(TINY_JOB).path, seconds=cfg.load_seconds, submitters=0
         )
+    # Memory is per API process: one of them, so that the pid read is the one receiving.
+    with services.run(0, STT_LOG_LEVEL="WARNING", STT_API_WORKERS="1") as api:
         upload = upload_memory(api.url, api.proc.pid, cfg.upload_bytes)
     polls, submits = load["polls"], load["submits"]
     errors = polls["errors"] + submits["errors"]
@@ -344,10 +353,10 @@ def api_figures(services: Services, cfg: Config, poll_ids: list[str]) -> list[di
 
 
 def engine_choice(folder: Path, cache_dir: Path, seconds: float) -> dict[str, Any]:
-    """Sequential against batched (8, 16) per bundled model, on CPU with `THREADS` threads:
+    """Sequential against batched (8, 16) per bundled model, on CPU with `threads()` threads:
     time and WER; the rule picks the fastest whose WER is within a point of sequential."""
     path, reference, length = build_audio(folder, seconds, "engine.wav")
-    out: dict[str, Any] = {"audio_s": round(length, 1), "threads": THREADS, "models": {}}
+    out: dict[str, Any] = {"audio_s": round(length, 1), "threads": threads(), "models": {}}
     for spec in ("bundled:tiny.en", "bundled:base"):
         model = bare_model(cache_dir, spec=spec)
         bare_transcribe(model, clip(SHORT).path, 0, language="en")  # warm

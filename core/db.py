@@ -77,7 +77,7 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 def make_engine(url: str) -> Engine:
     _ensure_sqlite_dir(url)
-    kwargs: dict[str, object] = {"pool_pre_ping": True}
+    kwargs: dict[str, object] = {"pool_pre_ping": not _is_sqlite(url)}  # a file loses no link
     if _is_sqlite(url):
         kwargs["connect_args"] = {"timeout": 10, "check_same_thread": False}
     else:
@@ -92,6 +92,9 @@ def make_async_engine(url: str) -> AsyncEngine:
     _ensure_sqlite_dir(url)
     kwargs: dict[str, object] = {"pool_pre_ping": True}
     if _is_sqlite(url):
+        # A file has no connection to lose; the ping was a second trip through aiosqlite's
+        # thread on every checkout (every poll).
+        kwargs["pool_pre_ping"] = False
         kwargs["connect_args"] = {"timeout": 10}
     else:
         kwargs.update(

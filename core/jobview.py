@@ -4,12 +4,45 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from core.errors import SttError, TranscriptionFailed, UnsupportedMedia
 from core.jobspec import JobOptions
-from core.models import Job, JobStatus
+from core.models import JobStatus
 from core.transcript import Transcript
+
+
+class JobFields(Protocol):
+    """What a job's view is made of: a `Job` row, or only the columns the view shows."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def options(self) -> dict[str, Any] | None: ...
+    @property
+    def result(self) -> dict[str, Any] | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def progress(self) -> float | None: ...
+    @property
+    def text_so_far(self) -> str | None: ...
+    @property
+    def error_code(self) -> str | None: ...
+    @property
+    def error_message(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +60,7 @@ class JobFailure:
         return TranscriptionFailed(self.message)
 
 
-def failure_of(job: Job) -> JobFailure | None:
+def failure_of(job: JobFields) -> JobFailure | None:
     """The failure of a failed or cancelled job (from its row); None for any other."""
     if job.status == JobStatus.failed.value:
         default = (
@@ -47,7 +80,7 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-def job_json(job: Job, *, include_result: bool = True) -> dict[str, Any]:
+def job_json(job: JobFields, *, include_result: bool = True) -> dict[str, Any]:
     words = JobOptions.from_dict(job.options).words
     result = None
     if include_result and job.result is not None:

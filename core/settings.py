@@ -211,6 +211,28 @@ def _batch_size(raw: str | None, name: str, default: Any) -> int | None:
     return size
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _api_workers(raw: str | None, name: str, default: Any) -> int:
+    if (raw or "").strip().lower() == "auto":
+        return min(usable_cores(), 4)
+    count = _int(raw, name, default)
+    return count if count > 0 else 1
+
+
+def _threads(raw: str | None, name: str, default: Any) -> int:
+    """0 or unset: the derived default (CTranslate2's own counts the machine's cores, not the
+    ones this process may use)."""
+    count = _int(raw, name, default)
+    return count if count > 0 else int(default)
+
+
 DAY = 24 * 3600.0
 
 
@@ -293,6 +315,18 @@ class BrokerSettings:
         shown="`REDIS_URL`, else `filesystem://`",
         help="another Celery broker URL",
     )
+    poll_s: float = setting(
+        0.05,
+        env="STT_BROKER_POLL_S",
+        read=_positive(float),
+        help="the embedded filesystem broker's polling interval (kombu's default is 1 s)",
+    )
+    waiter_poll_s: float = setting(
+        0.05,
+        env="STT_WAITER_POLL_S",
+        read=_positive(float),
+        help="without Redis: how often one shared query checks the jobs callers wait on",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -324,6 +358,27 @@ class ApiSettings:
         read=_float,
         help="how long an Idempotency-Key names its job",
     )
+    workers: int = setting(
+        1,
+        env="STT_API_WORKERS",
+        read=_api_workers,
+        help="API processes `stt serve` runs (`auto`: one per usable core, at most 4); /metrics "
+        "sums them (Prometheus multiprocess mode)",
+    )
+    key_cache_s: float = setting(
+        5.0,
+        env="STT_KEY_CACHE_S",
+        read=_float,
+        help="how long an API process trusts a key → tenant lookup: a revoked key is refused "
+        "within it",
+    )
+    job_cache_s: float = setting(
+        5.0,
+        env="STT_JOB_CACHE_S",
+        read=_float,
+        help="how long an API process serves an ended job's JSON from memory; a job deleted "
+        "through another API process without Redis vanishes within it",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,10 +409,12 @@ class EngineSettings:
         help="`auto` (int8 on CPU, float16 on GPU) or any CTranslate2 type",
     )
     cpu_threads: int = setting(
-        0,
         env="STT_CPU_THREADS",
-        read=_int,
-        help="CTranslate2 threads per worker process (0: its default)",
+        read=_threads,
+        derive=lambda v: max(1, usable_cores() // max(1, v["workers.concurrency"])),
+        shown="0",
+        help="CTranslate2 threads per worker process (0: the usable cores ÷ "
+        "`STT_WORKER_CONCURRENCY`)",
     )
     beam_size: int = setting(5, env="STT_BEAM_SIZE", read=_int, help="beam size")
     vad_filter: bool = setting(
@@ -422,6 +479,13 @@ class LimitsSettings:
         env="STT_RATE_LIMIT_PER_MINUTE",
         read=_int,
         help="requests per minute per key (0: no limit)",
+    )
+    poll_limit_per_minute: int = setting(
+        120,
+        env="STT_POLL_LIMIT_PER_MINUTE",
+        read=_int,
+        help="polls of one job per key per minute, apart from the key's limit, so a client may "
+        "poll each job it owns every second; `?wait=` counts once (0: no limit)",
     )
 
 
@@ -608,9 +672,9 @@ class Settings:
     database: DatabaseSettings
     broker: BrokerSettings
     api: ApiSettings
+    workers: WorkersSettings
     engine: EngineSettings
     limits: LimitsSettings
-    workers: WorkersSettings
     logs: LogsSettings
     webhooks: WebhooksSettings
     retention: RetentionSettings

@@ -10,14 +10,16 @@ from litestar.params import Parameter
 from sqlalchemy import delete as sql_delete
 
 from api import operations as doc
+from api.auth import Caller
+from api.job_reads import respond
 from api.jobs import JobService
 from api.respond import job_response, transcribe
 from api.routes.cartesia import Encoding, SampleRate
-from api.schemas import JobList, JobResponse
+from api.schemas import JobList, JobResponse, typed
 from api.service import drop_audio
 from api.state import AppState
 from core.audio import raw_format
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, NotFound
 from core.job_end import after_end, cancel_statement
 from core.models import Job, JobStatus
 from core.queues import enqueue_webhook
@@ -69,16 +71,29 @@ Wait = Annotated[
 @get(
     "/stt/jobs/{job_id:str}",
     summary="A job: status, progress, result",
-    responses=doc.errors(True, (400, 401, 404, 429, 503)),
+    responses={
+        200: doc.ok(JobResponse, "The job"),
+        304: doc.ok(None, "Not modified: the job is as the `If-None-Match` ETag saw it"),
+        **doc.errors(True, (400, 401, 404, 429, 503)),
+    },
     security=doc.SECURITY,
     operation_class=doc.DocumentedOperation,
 )
 async def get_job(
-    stt: AppState, tenant: str, jobs: JobService, job_id: str, wait: Wait = None
-) -> JobResponse:
-    """`?wait=N` long-polls up to N seconds for a change of status."""
+    request: Request[Any, Any, Any], stt: AppState, caller: Caller, job_id: str, wait: Wait = None
+) -> Response[bytes]:
+    """`?wait=N` long-polls up to N seconds for a change of status; `ETag`/`If-None-Match`
+    answer 304 when the job is as the caller last saw it (see api.job_reads). Polls of one's
+    own job count against the per-job poll limit, not the key's."""
     seconds = _wait_param(wait, stt.settings.limits.max_wait_s)
-    return job_response(await jobs.own_after(tenant, job_id, seconds))
+    job = await stt.reads.one(caller.tenant, job_id)
+    await stt.limiter.check_poll(caller.identity, job_id if job is not None else None)
+    if job is not None and seconds > 0 and not job.ended:
+        await stt.waiter.wait(job_id, seconds, changed_from=job.status)
+        job = await stt.reads.one(caller.tenant, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id!r}")
+    return respond(job, request.headers.get("if-none-match"))
 
 
 def _limit(raw: str | None) -> int:
@@ -107,8 +122,8 @@ def _status(raw: str | None) -> str | None:
     operation_class=doc.DocumentedOperation,
 )
 async def list_jobs(
+    stt: AppState,
     tenant: str,
-    jobs: JobService,
     status_filter: Annotated[
         str | None, Parameter(query="status", description="filter", schema_extra=doc.STATUS)
     ] = None,
@@ -119,9 +134,8 @@ async def list_jobs(
     ] = None,
 ) -> JobList:
     """`?status=` filters; `?limit=` (1-100, default 20); `?cursor=` from `next_cursor`."""
-    page = await jobs.page(tenant, _limit(limit), _status(status_filter), cursor)
-    data = [job_response(j, include_result=False) for j in page.jobs]
-    return JobList(data=data, has_more=page.has_more, next_cursor=page.next_cursor)
+    page = await stt.reads.page(tenant, _status(status_filter), cursor, _limit(limit))
+    return typed(page, JobList)
 
 
 @delete(
@@ -156,6 +170,7 @@ async def delete_job(stt: AppState, tenant: str, jobs: JobService, job_id: str) 
         return Response(job_response(job), status_code=200)
     async with state.sessions() as session, session.begin():
         await session.execute(sql_delete(Job).where(Job.id == job_id, Job.tenant == tenant))
+    await state.waiter.publish(job_id)  # every API process forgets its cached view
     if job.audio_key:
         await drop_audio(state, job.audio_key)
     return Response(None, status_code=204)

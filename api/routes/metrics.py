@@ -1,6 +1,7 @@
-"""`/metrics` in Prometheus' text format: HTTP traffic from this process, and job, queue,
-audio and webhook figures read from the database and the broker at scrape time (so every
-API process reports the same, whichever workers did the work)."""
+"""`/metrics` in Prometheus' text format: HTTP traffic (summed over the API processes of one
+`stt serve`, see api.observe), and job, queue, audio and webhook figures read from the
+database and the broker at scrape time (so every API process reports the same, whichever
+workers did the work)."""
 
 from __future__ import annotations
 
@@ -92,5 +93,5 @@ async def metrics(stt: AppState) -> Response[bytes]:
     families.append(depth)
     scrape = CollectorRegistry(auto_describe=False)
     scrape.register(_Snapshot(families))
-    body = generate_latest(state.metrics.registry) + generate_latest(scrape)
+    body = state.metrics.exposition() + generate_latest(scrape)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

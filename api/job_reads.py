@@ -1,0 +1,247 @@
+"""The poll path: a job's view read with one prebuilt Core statement of only the columns it
+shows, its transcript loaded only once it has succeeded, and the rendered JSON of ended jobs
+(they never change) kept in memory with an ETag, so a poll of a finished job asks nothing
+of the database and a matching `If-None-Match` is answered 304 without a body.
+
+An ended job's entry is trusted for `ttl_s` (STT_JOB_CACHE_S) and then revalidated with a
+one-column lookup (it may have been deleted by its owner through another API process, or by
+the retention sweep); a delete through this process, or announced through Redis, evicts it
+at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from litestar import Response
+from sqlalchemy import Engine, Executable, Row, and_, bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.errors import InvalidRequest
+from core.jobview import job_json
+from core.models import Job, JobStatus
+
+MAX_CACHE_BYTES = 32 * 1024 * 1024
+"""Rendered ended jobs kept per API process, least recently polled dropped first."""
+MAX_ENTRY_BYTES = 4 * 1024 * 1024
+"""A larger transcript is rendered on every poll rather than crowd out the others."""
+
+_VIEW_COLUMNS = (
+    Job.id,
+    Job.status,
+    Job.model,
+    Job.language,
+    Job.created_at,
+    Job.started_at,
+    Job.completed_at,
+    Job.duration,
+    Job.progress,
+    Job.text_so_far,
+    Job.error_code,
+    Job.error_message,
+)
+_ONE = select(*_VIEW_COLUMNS).where(
+    Job.id == bindparam("job_id"), Job.tenant == bindparam("tenant")
+)
+_TRANSCRIPT = select(Job.result, Job.options).where(Job.id == bindparam("job_id"))
+_STILL_THERE = select(Job.status).where(
+    Job.id == bindparam("job_id"), Job.tenant == bindparam("tenant")
+)
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """The columns a job's view shows (satisfies `core.jobview.JobFields`)."""
+
+    id: str
+    status: str
+    model: str
+    language: str | None
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    duration: float | None
+    progress: float | None
+    text_so_far: str | None
+    error_code: str | None
+    error_message: str | None
+    options: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    job_id: str
+    tenant: str
+    status: str
+    body: bytes
+    etag: str
+
+    @property
+    def ended(self) -> bool:
+        return JobStatus(self.status).ended
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def render(tenant: str, row: JobRow, *, include_result: bool = True) -> RenderedJob:
+    body = json.dumps(
+        job_json(row, include_result=include_result), separators=(",", ":"), ensure_ascii=False
+    ).encode()
+    return RenderedJob(row.id, tenant, row.status, body, etag_of(body))
+
+
+def matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an `If-None-Match` header names `etag` (weak comparison, as RFC 9110 asks)."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+def respond(job: RenderedJob, if_none_match: str | None) -> Response[bytes]:
+    """200 with the job's JSON, or 304 when the caller already holds this version."""
+    headers = {"ETag": job.etag, "Cache-Control": "private, no-cache"}
+    if matches(if_none_match, job.etag):
+        return Response(b"", status_code=304, headers=headers)
+    return Response(job.body, media_type="application/json", headers=headers)
+
+
+@dataclass
+class _Entry:
+    job: RenderedJob
+    checked_at: float
+
+
+@dataclass
+class JobReads:
+    """Reads of jobs for their owners, with the ended-job render cache.
+
+    On SQLite (`local` given: a sync engine on the same file) a read runs on the event loop
+    itself: a primary-key lookup in WAL mode takes microseconds and never waits on a writer,
+    while aiosqlite's thread costs five hops per query, most of a poll's CPU."""
+
+    engine: AsyncEngine
+    ttl_s: float
+    local: Engine | None = None
+    clock: Callable[[], float] = time.monotonic
+    max_bytes: int = MAX_CACHE_BYTES
+    _ended: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    _bytes: int = 0
+
+    async def _rows(self, *queries: tuple[Executable, dict[str, Any]]) -> list[list[Row[Any]]]:
+        """Each query's rows, in one connection; the next query runs only when the one before
+        found rows (a missing job asks no more)."""
+        out: list[list[Row[Any]]] = []
+        if self.local is not None:
+            with self.local.connect() as conn:
+                for query, params in queries:
+                    out.append(list(conn.execute(query, params).all()))
+                    if not out[-1]:
+                        break
+            return out
+        async with self.engine.connect() as aconn:
+            for query, params in queries:
+                out.append(list((await aconn.execute(query, params)).all()))
+                if not out[-1]:
+                    break
+        return out
+
+    async def one(self, tenant: str, job_id: str) -> RenderedJob | None:
+        """The tenant's job rendered, or None when there is no such job of theirs."""
+        entry = self._ended.get(job_id)
+        if entry is not None and entry.job.tenant == tenant:
+            if self.clock() - entry.checked_at < self.ttl_s or await self._still_there(
+                tenant, job_id
+            ):
+                self._ended.move_to_end(job_id)
+                return entry.job
+            self.evict(job_id)
+            return None
+        [found] = await self._rows((_ONE, {"job_id": job_id, "tenant": tenant}))
+        if not found:
+            return None
+        row = JobRow(**found[0]._mapping)
+        if row.status == JobStatus.succeeded.value:
+            [extra] = await self._rows((_TRANSCRIPT, {"job_id": job_id}))
+            if extra:
+                row = JobRow(**{**row.__dict__, **extra[0]._mapping})
+        job = render(tenant, row)
+        if job.ended:
+            self._keep(job)
+        return job
+
+    async def _still_there(self, tenant: str, job_id: str) -> bool:
+        [found] = await self._rows((_STILL_THERE, {"job_id": job_id, "tenant": tenant}))
+        if not found:
+            return False
+        self._ended[job_id].checked_at = self.clock()
+        return True
+
+    def _keep(self, job: RenderedJob) -> None:
+        if self.ttl_s <= 0 or len(job.body) > MAX_ENTRY_BYTES:
+            return
+        self.evict(job.job_id)
+        self._ended[job.job_id] = _Entry(job, self.clock())
+        self._bytes += len(job.body)
+        while self._bytes > self.max_bytes and self._ended:
+            _, dropped = self._ended.popitem(last=False)
+            self._bytes -= len(dropped.job.body)
+
+    def evict(self, job_id: str) -> None:
+        """Forget a job (deleted, or announced as changed)."""
+        entry = self._ended.pop(job_id, None)
+        if entry is not None:
+            self._bytes -= len(entry.job.body)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._ended
+
+    async def page(
+        self, tenant: str, status: str | None, cursor: str | None, limit: int
+    ) -> dict[str, Any]:
+        """A page of the tenant's jobs, newest first, without transcripts."""
+        query = select(*_VIEW_COLUMNS).where(Job.tenant == tenant)
+        if status:
+            query = query.where(Job.status == status)
+        if cursor:
+            created, last_id = parse_cursor(cursor)
+            query = query.where(
+                or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
+            )
+        query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+        [found] = await self._rows((query, {}))
+        rows = [JobRow(**r._mapping) for r in found]
+        page, more = rows[:limit], len(rows) > limit
+        return {
+            "data": [job_json(r, include_result=False) for r in page],
+            "has_more": more,
+            "next_cursor": make_cursor(page[-1].created_at, page[-1].id) if more and page else None,
+        }
+
+
+def make_cursor(created_at: datetime, job_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), job_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        return datetime.fromisoformat(created), str(job_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidRequest("cursor is not valid", param="cursor") from exc
