@@ -8,8 +8,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from api.cancel import cancel_job
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.hangup import HangUps
 from api.observe import HttpMetrics, observe
 from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
@@ -17,6 +19,7 @@ from api.routes import cartesia, health, jobs, metrics, openai, outputs, web
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine
+from core.models import Job
 from core.queues import make_celery
 from core.settings import Settings, load_settings
 from core.storage import make_storage
@@ -29,7 +32,11 @@ def build_state(settings: Settings) -> AppState:
     settings.storage.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database.url)
     sessions = async_session_factory(engine)
-    return AppState(
+
+    async def cancel(job: Job) -> bool:
+        return await cancel_job(state, job)
+
+    state = AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -38,7 +45,9 @@ def build_state(settings: Settings) -> AppState:
         waiter=JobWaiter(sessions, settings.broker.redis_url),
         limiter=RateLimiter(settings.limits.rate_limit_per_minute, settings.broker.redis_url),
         metrics=HttpMetrics(),
+        hangups=HangUps(settings.limits.sync_hangup_grace_s, cancel),
     )
+    return state
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -49,6 +58,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.waiter.start()
 
     async def on_shutdown() -> None:
+        await state.hangups.close()
         await state.waiter.stop()
         await state.limiter.close()
         await state.engine.dispose()

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.hangup import HangUps
 from api.observe import HttpMetrics
 from api.ratelimit import RateLimiter
 from api.waiter import JobWaiter
@@ -26,6 +27,8 @@ class AppState:
     waiter: JobWaiter
     limiter: RateLimiter
     metrics: HttpMetrics
+    hangups: HangUps
+    """The callers waiting on synchronous jobs, and the cancels once they hang up."""
     started_at: int = field(default_factory=lambda: int(time.time()))
     """When this API process started (the `created` of the models it lists)."""
 
