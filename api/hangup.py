@@ -56,6 +56,11 @@ class HangUps:
         del self._waiting[job.id]
         # a job of the job API (met through an Idempotency-Key) is never cancelled here
         if hung_up and job.queue == INTERACTIVE_QUEUE and job.id not in self._timers:
+            log.info(
+                "every caller of job %s hung up; it is cancelled in %g s unless one comes back",
+                job.id,
+                self.grace_s,
+            )
             task = asyncio.create_task(self._cancel_later(job), name=f"hangup-{job.id}")
             self._timers[job.id] = task
 
