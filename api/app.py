@@ -8,8 +8,10 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
+from api.cancel import cancel_job
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.hangup import HangUps
 from api.job_reads import JobReads
 from api.keycache import KeyCache
 from api.observe import HttpMetrics, observe
@@ -20,6 +22,7 @@ from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine, make_engine
 from core.logs import configure_logging
+from core.models import Job
 from core.queues import make_celery
 from core.settings import Settings, load_settings
 from core.storage import make_storage
@@ -36,7 +39,11 @@ def build_state(settings: Settings) -> AppState:
     local = make_engine(settings.database.url) if engine.dialect.name == "sqlite" else None
     reads = JobReads(engine, settings.api.job_cache_s, local)
     waiter.listeners.append(reads.evict)
-    return AppState(
+
+    async def cancel(job: Job) -> bool:
+        return await cancel_job(state, job)
+
+    state = AppState(
         settings=settings,
         engine=engine,
         sessions=sessions,
@@ -51,7 +58,9 @@ def build_state(settings: Settings) -> AppState:
         metrics=HttpMetrics(),
         reads=reads,
         keys=KeyCache(settings.api.key_cache_s),
+        hangups=HangUps(settings.limits.sync_hangup_grace_s, cancel),
     )
+    return state
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.waiter.start()
 
     async def on_shutdown() -> None:
+        await state.hangups.close()
         await state.waiter.stop()
         await state.limiter.close()
         await state.engine.dispose()

@@ -11,6 +11,7 @@ from litestar.response import Stream
 
 from api import render, streaming
 from api.forms import Form
+from api.hangup import wait_or_hang_up
 from api.schemas import JobResponse, TranscriptResponse, VerboseTranscription, typed
 from api.service import (
     Received,
@@ -34,6 +35,8 @@ TEXT = "text/plain; charset=utf-8"
 VTT = "text/vtt; charset=utf-8"
 REQUEST_ID = "X-Request-Id"
 MAX_IDEMPOTENCY_KEY = 200
+CLIENT_CLOSED = 499
+"""The status logged for a caller that hung up before its answer (nginx's convention)."""
 
 
 def render_transcript(
@@ -140,7 +143,7 @@ async def transcribe(
     with the job (batch queue). `stream=true` wins over the preference (RFC 7240 lets it be
     ignored)."""
     is_async = always_async or wants_async(request)
-    key = idempotency_key(request) if is_async else None
+    key = idempotency_key(request)
     received = await receive_upload(request, state, raw, task)
     spec = received.spec
     if spec.stream and not always_async:
@@ -148,12 +151,17 @@ async def transcribe(
     if spec.stream:  # the job API answers with the job; nobody listens for its text
         options = {k: v for k, v in spec.options.items() if k != "stream"}
         received = replace(received, spec=replace(spec, stream=False, options=options))
-    job_id = received.upload.job_id
     if not is_async:
-        await submit(state, tenant, received, SubmitOptions(INTERACTIVE_QUEUE))
-        transcript = await wait_for_transcript(state, job_id)
+        # A retry of a request still running waits on that job (an Idempotency-Key wins).
+        sync = SubmitOptions(INTERACTIVE_QUEUE, idempotency_key=key, attach=True)
+        job, _ = await submit(state, tenant, received, sync)
+        transcript = await wait_or_hang_up(
+            state.hangups, job, request.receive, wait_for_transcript(state, job.id)
+        )
+        if transcript is None:  # nobody is listening any more
+            return Response(None, status_code=CLIENT_CLOSED, headers={REQUEST_ID: job.id})
         layout = render.SubtitleLayout.of(state.settings)
-        return render_transcript(transcript, job_id, received.spec, layout)
+        return render_transcript(transcript, job.id, received.spec, layout)
     try:
         webhook = await webhook_of(received.form, state)
     except BaseException:

@@ -15,7 +15,9 @@ from kombu.exceptions import OperationalError as BrokerError
 from litestar import Request
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.attach import lock_twins, pending_twin, twin_guard
 from api.forms import Form, Upload, read_form
 from api.render import GRANULARITIES, RESPONSE_FORMATS, SUBTITLE_FORMATS
 from api.state import AppState
@@ -222,6 +224,8 @@ class SubmitOptions:
     queue: str
     idempotency_key: str | None = None
     webhook_url: str | None = None
+    attach: bool = False
+    """A synchronous request: wait on an identical job still queued or running, if any."""
 
 
 def request_hash(form: Form, upload: Upload, task: str = "transcribe") -> str:
@@ -262,29 +266,35 @@ def _same_or_conflict(job: Job, digest: str) -> Job:
     return job
 
 
-async def _admit(state: AppState, tenant: str) -> None:
-    """429 when the tenant's or the service's backlog is full."""
-    pending = (JobStatus.queued.value, JobStatus.running.value)
-    async with state.sessions() as session:
-        mine = (
-            await session.execute(
-                select(func.count())
-                .select_from(Job)
-                .where(Job.tenant == tenant, Job.status.in_(pending))
-            )
-        ).scalar_one()
-        total = (
-            await session.execute(
-                select(func.count()).select_from(Job).where(Job.status.in_(pending))
-            )
-        ).scalar_one()
-    if (
-        mine >= state.settings.limits.max_queued_per_tenant
-        or total >= state.settings.limits.max_queued_total
-    ):
+async def _admit(session: AsyncSession, state: AppState, tenant: str, seconds: float) -> None:
+    """429 when the tenant's or the service's backlog is full: in jobs, or in seconds of
+    audio (`seconds` more would pass the limit; a limit of 0 is none)."""
+    limits = state.settings.limits
+    pending = Job.status.in_((JobStatus.queued.value, JobStatus.running.value))
+    audio = func.coalesce(func.sum(Job.duration), 0.0)
+    mine, mine_s = (
+        await session.execute(
+            select(func.count(), audio).select_from(Job).where(Job.tenant == tenant, pending)
+        )
+    ).one()
+    total, total_s = (
+        await session.execute(select(func.count(), audio).select_from(Job).where(pending))
+    ).one()
+    if mine >= limits.max_queued_per_tenant or total >= limits.max_queued_total:
         raise RateLimited(
             "too many jobs are waiting; try again later", headers={"Retry-After": "30"}
         )
+    for limit, queued, whose in (
+        (limits.max_queued_audio_s_per_tenant, float(mine_s), "your"),
+        (limits.max_queued_audio_s_total, float(total_s), "all"),
+    ):
+        if limit > 0 and queued + seconds > limit:
+            raise RateLimited(
+                f"{whose} queued and running jobs hold {queued:.0f} s of audio; with this "
+                f"file's {seconds:.0f} s that passes the limit of {limit:.0f} s; "
+                "try again later",
+                headers={"Retry-After": "60"},
+            )
 
 
 async def submit(
@@ -295,14 +305,14 @@ async def submit(
     If the broker is down nothing is kept and the caller gets 503."""
     form, spec, upload = received.form, received.spec, received.upload
     job_id, audio_key = upload.job_id, upload.key
-    digest = request_hash(form, upload, spec.task) if opts.idempotency_key else None
+    keyed = opts.idempotency_key or opts.attach
+    digest = request_hash(form, upload, spec.task) if keyed else None
     try:
         if opts.idempotency_key and digest:
             earlier = await _existing(state, tenant, opts.idempotency_key)
             if earlier is not None:
                 await drop_audio(state, audio_key)
                 return _same_or_conflict(earlier, digest), False
-        await _admit(state, tenant)
         now = utcnow()
         job = Job(
             id=job_id,
@@ -333,9 +343,23 @@ async def submit(
             webhook_url=opts.webhook_url,
             webhook_status="pending" if opts.webhook_url else None,
         )
+        twin_of = digest if opts.attach and not opts.idempotency_key else None
         try:
-            async with state.sessions() as session, session.begin():
-                session.add(job)
+            async with (
+                twin_guard(tenant, twin_of),
+                state.sessions() as session,
+                session.begin(),
+            ):
+                twin = None
+                if twin_of is not None:
+                    await lock_twins(session, tenant, twin_of)
+                    twin = await pending_twin(session, tenant, twin_of)
+                if twin is None:
+                    await _admit(session, state, tenant, upload.duration)
+                    session.add(job)
+            if twin is not None:
+                await drop_audio(state, audio_key)
+                return twin, False
         except IntegrityError:
             # Another request with the same Idempotency-Key won the race.
             earlier = await _existing(state, tenant, opts.idempotency_key or "")

@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.hangup import HangUps
 from api.job_reads import JobReads
 from api.keycache import KeyCache
 from api.observe import HttpMetrics
@@ -32,6 +33,8 @@ class AppState:
     """The poll path's reads and its cache of ended jobs."""
     keys: KeyCache
     """Key → tenant, for STT_KEY_CACHE_S."""
+    hangups: HangUps
+    """The callers waiting on synchronous jobs, and the cancels once they hang up."""
     started_at: int = field(default_factory=lambda: int(time.time()))
     """When this API process started (the `created` of the models it lists)."""
 

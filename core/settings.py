@@ -468,6 +468,24 @@ class LimitsSettings:
         read=_int,
         help="queued or running jobs in all before 429",
     )
+    max_queued_audio_s_per_tenant: float = setting(
+        36000.0,
+        env="STT_MAX_QUEUED_AUDIO_S_PER_TENANT",
+        read=_float,
+        help="seconds of audio in one tenant's queued or running jobs before 429 (0: no limit)",
+    )
+    max_queued_audio_s_total: float = setting(
+        360000.0,
+        env="STT_MAX_QUEUED_AUDIO_S_TOTAL",
+        read=_float,
+        help="seconds of audio in all queued or running jobs before 429 (0: no limit)",
+    )
+    sync_hangup_grace_s: float = setting(
+        5.0,
+        env="STT_SYNC_HANGUP_GRACE_S",
+        read=_float,
+        help="a synchronous job all of whose callers hung up is cancelled after this long",
+    )
     max_wait_s: float = setting(
         60.0,
         env="STT_MAX_WAIT_S",

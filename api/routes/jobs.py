@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import anyio
 from litestar import Request, Response, delete, get, post
 from litestar.params import Parameter
 from sqlalchemy import delete as sql_delete
 
 from api import operations as doc
 from api.auth import Caller
+from api.cancel import cancel_job
 from api.job_reads import respond
 from api.jobs import JobService
 from api.respond import job_response, transcribe
@@ -20,9 +20,7 @@ from api.service import drop_audio
 from api.state import AppState
 from core.audio import raw_format
 from core.errors import InvalidRequest, NotFound
-from core.job_end import after_end, cancel_statement
 from core.models import Job, JobStatus
-from core.queues import enqueue_webhook
 
 MAX_PAGE = 100
 
@@ -156,18 +154,8 @@ async def delete_job(stt: AppState, tenant: str, jobs: JobService, job_id: str) 
     state = stt
     job = await jobs.own(tenant, job_id)
     if not JobStatus(job.status).ended:
-        async with state.sessions() as session, session.begin():
-            result = await session.execute(cancel_statement(job_id))
-            changed = bool(result.rowcount)  # type: ignore[attr-defined]
-        job = await jobs.own(tenant, job_id)
-        if changed:
-            end = after_end(job.audio_key, job.webhook_url, keep_audio=False)
-            if end.drop_audio:
-                await drop_audio(state, end.drop_audio)
-            await state.waiter.publish(job_id)
-            if end.send_webhook:
-                await anyio.to_thread.run_sync(enqueue_webhook, state.celery, job_id)
-        return Response(job_response(job), status_code=200)
+        await cancel_job(state, job)
+        return Response(job_response(await jobs.own(tenant, job_id)), status_code=200)
     async with state.sessions() as session, session.begin():
         await session.execute(sql_delete(Job).where(Job.id == job_id, Job.tenant == tenant))
     await state.waiter.publish(job_id)  # every API process forgets its cached view
