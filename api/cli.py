@@ -57,8 +57,12 @@ def ensure_first_key(settings: Settings) -> None:
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """Workers in this process group, so that a signal to the group reaches them too."""
-    return [subprocess.Popen([sys.executable, "-m", "worker"]) for _ in range(count)]
+    """Workers in this process group, so that a signal to the group reaches them too: `count`
+    transcription workers and, with any, one webhook worker to deliver their jobs' ends."""
+    argvs = [[sys.executable, "-m", "worker"]] * count
+    if count:
+        argvs.append([sys.executable, "-m", "worker", "--webhooks"])
+    return [subprocess.Popen(argv) for argv in argvs]
 
 
 def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -81,7 +85,8 @@ def serve(settings: Settings, workers: int) -> None:
     procs = start_workers(workers)
     print(
         f"Serving on http://{settings.api.host}:{settings.api.port} "
-        f"({workers} worker process(es) beside the API)",
+        f"({workers} worker process(es) beside the API"
+        f"{', and a webhook worker' if workers else ''})",
         flush=True,
     )
     try:
@@ -130,7 +135,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="worker processes to start beside the API (default STT_EMBEDDED_WORKERS, 1)",
     )
-    sub.add_parser("worker", help="run a worker consuming both queues")
+    worker_p = sub.add_parser("worker", help="run a transcription worker (both job queues)")
+    worker_p.add_argument(
+        "--webhooks", action="store_true", help="run a webhook worker (deliveries only) instead"
+    )
     sub.add_parser("migrate", help="upgrade the database to the latest schema")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "serve":
         serve(settings, settings.workers.embedded if args.workers is None else args.workers)
     elif args.cmd == "worker":
-        os.execv(sys.executable, [sys.executable, "-m", "worker"])  # noqa: S606 (fixed argv)
+        extra = ["--webhooks"] if args.webhooks else []
+        os.execv(sys.executable, [sys.executable, "-m", "worker", *extra])  # noqa: S606 (fixed argv)
     elif args.cmd == "migrate":
         upgrade(settings.database.url)
     elif args.cmd == "keys":

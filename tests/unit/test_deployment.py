@@ -27,7 +27,9 @@ from core.queues import (
     INTERACTIVE_QUEUE,
     RECONCILE_TASK,
     TRANSCRIBE_TASK,
+    TRANSCRIPTION_QUEUES,
     WEBHOOK_QUEUE,
+    WEBHOOK_QUEUES,
     WEBHOOK_TASK,
     enqueue,
     enqueue_webhook,
@@ -351,8 +353,14 @@ def test_docker_compose_config() -> None:
 
 
 def test_interactive_queue_before_batch() -> None:
-    assert ALL_QUEUES.index(INTERACTIVE_QUEUE) < ALL_QUEUES.index(BATCH_QUEUE)
+    assert TRANSCRIPTION_QUEUES == (INTERACTIVE_QUEUE, BATCH_QUEUE)
     assert set(ALL_QUEUES) == {WEBHOOK_QUEUE, INTERACTIVE_QUEUE, BATCH_QUEUE}
+
+
+def test_webhooks_have_a_queue_of_their_own() -> None:
+    """No transcription worker consumes webhook deliveries; webhook workers consume only them."""
+    assert WEBHOOK_QUEUES == (WEBHOOK_QUEUE,)
+    assert WEBHOOK_QUEUE not in TRANSCRIPTION_QUEUES
 
 
 @pytest.fixture
@@ -363,32 +371,60 @@ def own_shared_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(celery._state, "_on_app_finalizers", finalizers)
 
 
-@pytest.mark.usefixtures("own_shared_tasks")
-def test_worker_consumes_all_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m worker` starts Celery on exactly ALL_QUEUES, interactive before batch."""
+def _celery_args(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]
+) -> list[str]:
+    """The arguments `python -m worker <argv>` would start Celery with."""
     for name in list(os.environ):
         if name.startswith("STT_") or name in ("DATABASE_URL", "REDIS_URL"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("STT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("STT_WORKER_CONCURRENCY", "3")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     # main() connects a worker_ready handler; keep it off the process-wide signal.
-    monkeypatch.setattr(worker_ready, "receivers", list(worker_ready.receivers))
+    monkeypatch.setattr(worker_ready, "receivers", [])
     captured: list[list[str]] = []
 
     def fake_worker_main(self: Celery, argv: list[str] | None = None) -> None:
         captured.append(list(argv or []))
 
     monkeypatch.setattr(Celery, "worker_main", fake_worker_main)
-    worker_main.main(["--hostname", "w1@test"])
-
+    worker_main.main(argv)
     [args] = captured
     assert args[0] == "worker"
+    return args
+
+
+@pytest.mark.usefixtures("own_shared_tasks")
+def test_worker_consumes_the_transcription_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m worker` starts Celery on exactly TRANSCRIPTION_QUEUES, interactive first."""
+    args = _celery_args(
+        tmp_path, monkeypatch, ["--hostname", "w1@test"], {"STT_WORKER_CONCURRENCY": "3"}
+    )
     queues = args[args.index("--queues") + 1]
-    assert queues == ",".join(ALL_QUEUES)
+    assert queues == ",".join(TRANSCRIPTION_QUEUES)
     order = queues.split(",")
     assert order.index(INTERACTIVE_QUEUE) < order.index(BATCH_QUEUE)
+    assert WEBHOOK_QUEUE not in order
     assert args[args.index("--concurrency") + 1] == "3"
+    assert "--pool" not in args  # prefork: a model per process
     assert args[-2:] == ["--hostname", "w1@test"]  # extra arguments pass through
+    assert len(worker_ready.receivers) == 1  # the reconciler starts with it
+
+
+@pytest.mark.usefixtures("own_shared_tasks")
+def test_webhook_worker_consumes_only_webhooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m worker --webhooks`: the webhook queue alone, on threads, no reconciler."""
+    args = _celery_args(tmp_path, monkeypatch, ["--webhooks"], {"STT_WEBHOOK_CONCURRENCY": "7"})
+    assert args[args.index("--queues") + 1] == ",".join(WEBHOOK_QUEUES)
+    assert args[args.index("--pool") + 1] == "threads"
+    assert args[args.index("--concurrency") + 1] == "7"
+    assert "--webhooks" not in args  # not a Celery option
+    assert not worker_ready.receivers
 
 
 def test_enqueue_sends_by_task_name(tmp_path: Path) -> None:
