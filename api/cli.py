@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 
 from api import transcribe_cli
+from api.metrics_port import listening_sockets
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
@@ -89,16 +90,18 @@ def serve(settings: Settings, workers: int) -> None:
         f"{', and a webhook worker' if workers else ''})",
         flush=True,
     )
+    config = uvicorn.Config(
+        "api.app:create_app",
+        log_config=None,
+        factory=True,
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level=settings.logs.level.lower(),
+        timeout_graceful_shutdown=30,
+    )
     try:
-        uvicorn.run(
-            "api.app:create_app",
-            log_config=None,
-            factory=True,
-            host=settings.api.host,
-            port=settings.api.port,
-            log_level=settings.logs.level.lower(),
-            timeout_graceful_shutdown=30,
-        )
+        # One server on the API's port and, with STT_METRICS_PORT, the metrics port.
+        uvicorn.Server(config).run(sockets=listening_sockets(settings))
     finally:
         stop_workers(procs)
 

@@ -318,6 +318,12 @@ class ApiSettings:
         read=_flag,
         help="`true` turns authentication off (explicitly)",
     )
+    metrics_port: int = setting(
+        0,
+        env="STT_METRICS_PORT",
+        read=_int,
+        help="serve /metrics on this port (same host) and not on the API's; 0: on the API's",
+    )
     idempotency_ttl_s: float = setting(
         DAY,
         env="STT_IDEMPOTENCY_TTL_S",
