@@ -174,3 +174,22 @@ def test_deliveries_survive_a_webhook_worker_restart(
     assert [status for status, _, _ in receiver.calls] == [500, 200]
     tried = _deliveries(pg_url, job_id)
     assert [(d.attempt, d.status_code) for d in tried] == [(1, 500), (2, 200)]
+
+
+def test_the_embedded_default_delivers_webhooks(tmp_path: Path) -> None:
+    """`stt serve` on SQLite and the filesystem broker starts a webhook worker beside its
+    worker: the delivery is made, and retried after a failure."""
+    env = {k: v for k, v in SERVICE_ENV.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
+    service = start_service(tmp_path / "svc", env, workers=1)
+    receiver = Receiver(failures=1)
+    try:
+        wait_for_worker(service)
+        job_id = submit(service, clip(SHORT).path, data={"webhook_url": receiver.url}).json()["id"]
+        assert wait_ended(service, job_id)["status"] == "succeeded"
+        assert receiver.done.wait(90), receiver.calls
+    finally:
+        stop_service_proc(service.proc)
+        receiver.server.shutdown()
+    # Only a webhook worker consumes the webhook queue, so these calls prove it runs.
+    assert [status for status, _, _ in receiver.calls] == [500, 200]
+    assert "and a webhook worker" in service.log()
