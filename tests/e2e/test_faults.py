@@ -4,6 +4,7 @@ and 500 callers waiting at once. Nothing accepted is lost; nothing answers a 500
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ def api_only(
     stop_service_proc(svc.proc)
 
 
+@pytest.mark.timeout(600)  # the long job runs once and a half, on a loaded machine
 def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_once(
     api_only: tuple[LiveService, dict[str, str]], pg_url: str, tmp_path: Path
 ) -> None:
@@ -65,7 +67,7 @@ def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_onc
     env = {k: v for k, v in api_env.items() if k not in FAST_RECOVERY_KEYS}
     settings = load_settings(env)
     assert settings.workers.stale_after_s < 30 and settings.workers.heartbeat_s <= 2
-    audio, reference = long_audio(tmp_path / "long.wav", ["en_jfk_inaugural.flac"], repeat=12)
+    audio, reference = long_audio(tmp_path / "long.wav", ["en_jfk_inaugural.flac"], repeat=8)
     first = start_worker(env, tmp_path / "worker1.log")
     job_id = submit(service, audio).json()["id"]
     before = wait_until(service, job_id, {"running"})
@@ -76,6 +78,7 @@ def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_onc
     try:
         poll_until(lambda: "ready." in (tmp_path / "worker2.log").read_text(), 120, "worker 2")
         kill_group(first)  # kill -9 the worker and its pool children mid-transcription
+        killed_at = time.monotonic()
         seen: list[dict[str, Any]] = []
 
         def claimed_again() -> bool:
@@ -88,6 +91,8 @@ def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_onc
             settings.workers.stale_after_s + sweep_interval(settings) + 5,
             "the lost job to be claimed again within the configured staleness",
         )
+        # Reported, not asserted (docs/faults.md quotes it; `pytest -rP` shows it).
+        print(f"failover: claimed again {time.monotonic() - killed_at:.1f} s after the kill")
         again = seen[-1]
         assert again["retrying"] is True and again["status"] in ("queued", "running")
         assert again["started_at"] is None or again["started_at"] > before["started_at"]
@@ -96,8 +101,9 @@ def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_onc
         kill_group(second)
     assert done["status"] == "succeeded", done["error"]
     assert (done["attempts"], done["retrying"]) == (2, False)
-    # The audio is one sentence twelve times over: Whisper may fold or skip a repeat (0.22
-    # was seen once), so the bound only shows it is the right speech, not the model's best.
+    # The audio is one sentence eight times over: Whisper may fold or skip a repeat (0.22
+    # was seen once with twelve), so the bound only shows it is the right speech, not the
+    # model's best.
     assert error_rate(reference, done["result"]["text"], "en") <= 0.35
     row = job_row(pg_url, job_id)
     assert row.attempts == 2
