@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image for the API, the migrations and the workers (compose.yaml picks the command).
+# One image for the API, the migrations and every kind of worker (compose.yaml builds it once
+# and picks the command for each service).
 #
-#   docker build -t selfhosted-stt .                 # API, migrate, CPU worker
-#   docker build -t selfhosted-stt:gpu --target gpu . # adds the CUDA libraries for the GPU worker
+#   docker build -t selfhosted-stt .                      # everything, GPU workers included
+#   docker build -t selfhosted-stt --target runtime .     # smaller: no CUDA libraries (no GPU)
 
 FROM python:3.11-slim AS runtime
 
@@ -52,13 +53,20 @@ WORKDIR /data
 USER stt
 EXPOSE 8000
 
-# compose.yaml runs `stt serve --workers 0`, `stt migrate` and `python -m worker` instead.
+# Alive = the API answers on its port. compose.yaml gives workers (no port) their own check.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('PORT', '8000'), timeout=4)"]
+
+# compose.yaml runs `stt serve --workers 0`, `stt migrate`, `python -m worker` and
+# `python -m worker --webhooks` instead.
 CMD ["stt", "serve"]
 
 
-# The GPU worker: CTranslate2 (under faster-whisper) loads cuBLAS for CUDA 12 and cuDNN 9 at
-# run time, and python:3.11-slim has neither. NVIDIA ships them as wheels; the driver itself
-# comes from the host through the NVIDIA Container Toolkit.
+# The runtime plus what a GPU worker needs: CTranslate2 (under faster-whisper) loads cuBLAS for
+# CUDA 12 and cuDNN 9 at run time, and python:3.11-slim has neither. NVIDIA ships them as
+# wheels; the driver itself comes from the host through the NVIDIA Container Toolkit. They are
+# loaded only on `STT_DEVICE=cuda` (or `auto` with a GPU visible), so the API, migrate and CPU
+# workers run this same image. The last stage: what `docker build .` and compose build.
 FROM runtime AS gpu
 
 ARG CUBLAS_VERSION=12.8.4.1
@@ -70,8 +78,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
         "nvidia-cublas-cu12==${CUBLAS_VERSION}" "nvidia-cudnn-cu12==${CUDNN_VERSION}"
 
 ENV LD_LIBRARY_PATH=/app/.venv/lib/python3.11/site-packages/nvidia/cublas/lib:/app/.venv/lib/python3.11/site-packages/nvidia/cudnn/lib \
-    NVIDIA_DRIVER_CAPABILITIES=compute,utility \
-    STT_DEVICE=cuda
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 USER stt
-CMD ["python", "-m", "worker"]
+CMD ["stt", "serve"]

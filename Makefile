@@ -12,7 +12,7 @@ VENV := .venv
 RUN_VENV := .venv-run
 PY := $(VENV)/bin/python
 
-.PHONY: help install install-run run worker migrate test test-unit lint typecheck settings-docs bench clean
+.PHONY: help install install-run run worker webhook-worker migrate test test-unit lint typecheck settings-docs bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ run: install-run ## start the API with one worker beside it (HOST, PORT; embedde
 
 worker: install-run ## start a worker process (uses DATABASE_URL / REDIS_URL)
 	$(RUN_VENV)/bin/python -m worker
+
+webhook-worker: install-run ## start a webhook worker (deliveries only; DATABASE_URL / REDIS_URL)
+	$(RUN_VENV)/bin/python -m worker --webhooks
 
 migrate: install-run ## upgrade the database schema
 	$(RUN_VENV)/bin/stt migrate

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from api import transcribe_cli
+from api.metrics_port import listening_sockets
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
@@ -59,8 +60,12 @@ def ensure_first_key(settings: Settings) -> None:
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
-    """Workers in this process group, so that a signal to the group reaches them too."""
-    return [subprocess.Popen([sys.executable, "-m", "worker"]) for _ in range(count)]
+    """Workers in this process group, so that a signal to the group reaches them too: `count`
+    transcription workers and, with any, one webhook worker to deliver their jobs' ends."""
+    argvs = [[sys.executable, "-m", "worker"]] * count
+    if count:
+        argvs.append([sys.executable, "-m", "worker", "--webhooks"])
+    return [subprocess.Popen(argv) for argv in argvs]
 
 
 def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -89,6 +94,7 @@ def prepare_metrics_dir(settings: Settings) -> Path:
 
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database.url)  # once, here, before any API process starts
@@ -97,23 +103,30 @@ def serve(settings: Settings, workers: int) -> None:
     procs = start_workers(workers)
     print(
         f"Serving on http://{settings.api.host}:{settings.api.port} "
-        f"({settings.api.workers} API process(es), {workers} worker process(es) beside them)",
+        f"({settings.api.workers} API process(es), {workers} worker process(es) beside them"
+        f"{', and a webhook worker' if workers else ''})",
         flush=True,
     )
+    config = uvicorn.Config(
+        "api.app:serve_app",
+        log_config=None,
+        factory=True,
+        host=settings.api.host,
+        port=settings.api.port,
+        workers=settings.api.workers,
+        # A spawned API process imports the whole app before it answers the supervisor's
+        # ping; on a busy machine that outlasts uvicorn's 5 s and it is killed in a loop.
+        timeout_worker_healthcheck=60,
+        log_level=settings.logs.level.lower(),
+        timeout_graceful_shutdown=30,
+    )
     try:
-        uvicorn.run(
-            "api.app:serve_app",
-            log_config=None,
-            factory=True,
-            host=settings.api.host,
-            port=settings.api.port,
-            workers=settings.api.workers,
-            # A spawned API process imports the whole app before it answers the supervisor's
-            # ping; on a busy machine that outlasts uvicorn's 5 s and it is killed in a loop.
-            timeout_worker_healthcheck=60,
-            log_level=settings.logs.level.lower(),
-            timeout_graceful_shutdown=30,
-        )
+        sockets = listening_sockets(settings)  # the API's port, and STT_METRICS_PORT's
+        server = uvicorn.Server(config)
+        if config.workers > 1:  # as uvicorn.run does, with our sockets
+            Multiprocess(config, sockets=sockets).run()
+        else:
+            server.run(sockets=sockets)
     finally:
         stop_workers(procs)
 
@@ -150,7 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="worker processes to start beside the API (default STT_EMBEDDED_WORKERS, 1)",
     )
-    sub.add_parser("worker", help="run a worker consuming both queues")
+    worker_p = sub.add_parser("worker", help="run a transcription worker (both job queues)")
+    worker_p.add_argument(
+        "--webhooks", action="store_true", help="run a webhook worker (deliveries only) instead"
+    )
     sub.add_parser("migrate", help="upgrade the database to the latest schema")
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_cmd", required=True)
@@ -170,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "serve":
         serve(settings, settings.workers.embedded if args.workers is None else args.workers)
     elif args.cmd == "worker":
-        os.execv(sys.executable, [sys.executable, "-m", "worker"])  # noqa: S606 (fixed argv)
+        extra = ["--webhooks"] if args.webhooks else []
+        os.execv(sys.executable, [sys.executable, "-m", "worker", *extra])  # noqa: S606 (fixed argv)
     elif args.cmd == "migrate":
         upgrade(settings.database.url)
     elif args.cmd == "keys":

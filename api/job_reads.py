@@ -47,6 +47,7 @@ _VIEW_COLUMNS = (
     Job.text_so_far,
     Job.error_code,
     Job.error_message,
+    Job.attempts,
 )
 _ONE = select(*_VIEW_COLUMNS).where(
     Job.id == bindparam("job_id"), Job.tenant == bindparam("tenant")
@@ -73,6 +74,7 @@ class JobRow:
     text_so_far: str | None
     error_code: str | None
     error_message: str | None
+    attempts: int | None = None
     options: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
 

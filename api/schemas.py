@@ -109,6 +109,11 @@ class JobResponse(Struct):
     completed_at: str | None
     duration: float | None
     progress: float
+    attempts: int
+    """Attempts started so far (a worker lost mid-job, or trouble that passes, adds one)."""
+    retrying: bool
+    """On another try: queued again after a lost or handed-back attempt, or running a later
+    attempt (progress and `started_at` are those of the current attempt)."""
     text_so_far: str | None
     error: JobError | None
     result: TranscriptResponse | None

@@ -43,6 +43,8 @@ class JobFields(Protocol):
     def error_code(self) -> str | None: ...
     @property
     def error_message(self) -> str | None: ...
+    @property
+    def attempts(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,15 @@ def failure_of(job: JobFields) -> JobFailure | None:
     return None
 
 
+def retrying(job: JobFields) -> bool:
+    """Whether the job is on another try: queued again after an attempt was lost (its worker
+    stopped beating) or handed back, or running an attempt after the first."""
+    attempts = job.attempts or 0
+    if job.status == JobStatus.queued.value:
+        return attempts > 0
+    return job.status == JobStatus.running.value and attempts > 1
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
@@ -96,6 +107,8 @@ def job_json(job: JobFields, *, include_result: bool = True) -> dict[str, Any]:
         "completed_at": _iso(job.completed_at),
         "duration": job.duration,
         "progress": round(job.progress or 0.0, 4),
+        "attempts": job.attempts or 0,
+        "retrying": retrying(job),
         "text_so_far": job.text_so_far if job.status == JobStatus.running.value else None,
         "error": asdict(failure) if failure else None,
         "result": result,

@@ -20,10 +20,15 @@ BATCH_QUEUE = "stt-batch"
 """Submitted jobs; a backlog here never delays interactive work."""
 
 WEBHOOK_QUEUE = "stt-webhooks"
-"""Webhook deliveries: short, so workers take them before any transcription."""
+"""Webhook deliveries, consumed only by webhook workers (`python -m worker --webhooks`), so a
+slow receiver never holds a transcription worker."""
 
-ALL_QUEUES = (WEBHOOK_QUEUE, INTERACTIVE_QUEUE, BATCH_QUEUE)
-"""What every worker consumes, in the order it takes them."""
+TRANSCRIPTION_QUEUES = (INTERACTIVE_QUEUE, BATCH_QUEUE)
+"""What a transcription worker (`python -m worker`) consumes, in the order it takes them."""
+WEBHOOK_QUEUES = (WEBHOOK_QUEUE,)
+"""What a webhook worker consumes."""
+ALL_QUEUES = (*TRANSCRIPTION_QUEUES, *WEBHOOK_QUEUES)
+"""Every queue (the reconciler and the queue-depth metrics look at all of them)."""
 
 
 def broker_options(settings: Settings) -> dict[str, Any]:

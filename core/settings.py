@@ -352,6 +352,12 @@ class ApiSettings:
         read=_flag,
         help="`true` turns authentication off (explicitly)",
     )
+    metrics_port: int = setting(
+        0,
+        env="STT_METRICS_PORT",
+        read=_int,
+        help="serve /metrics on this port (same host) and not on the API's; 0: on the API's",
+    )
     idempotency_ttl_s: float = setting(
         DAY,
         env="STT_IDEMPOTENCY_TTL_S",
@@ -524,16 +530,16 @@ class WorkersSettings:
         help="processes per worker (each loads the model once)",
     )
     heartbeat_s: float = setting(
-        5.0,
+        2.0,
         env="STT_WORKER_HEARTBEAT_S",
         read=_float,
         help="how often a running job's heartbeat is written",
     )
     stale_after_s: float = setting(
-        60.0,
+        10.0,
         env="STT_STALE_AFTER_S",
         read=_float,
-        help="a running job silent this long is put back on its queue",
+        help="a running job silent this long is put back on its queue (swept every third of it)",
     )
     max_attempts: int = setting(
         5,
@@ -585,7 +591,27 @@ class WebhooksSettings:
         read=_float,
         help="first retry delay, doubling each time (capped at 300 s)",
     )
-    timeout_s: float = setting(10.0, env="STT_WEBHOOK_TIMEOUT_S", read=_float, help="per delivery")
+    timeout_s: float = setting(
+        5.0, env="STT_WEBHOOK_TIMEOUT_S", read=_float, help="read timeout of one delivery"
+    )
+    connect_timeout_s: float = setting(
+        3.0,
+        env="STT_WEBHOOK_CONNECT_TIMEOUT_S",
+        read=_float,
+        help="connect timeout of one delivery",
+    )
+    concurrency: int = setting(
+        16,
+        env="STT_WEBHOOK_CONCURRENCY",
+        read=_int,
+        help="deliveries one webhook worker (`python -m worker --webhooks`) makes at once",
+    )
+    per_receiver: int = setting(
+        4,
+        env="STT_WEBHOOK_PER_RECEIVER",
+        read=_int,
+        help="deliveries one webhook worker makes at once to one receiver host; more wait",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -14,7 +14,7 @@ import threading
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -341,11 +341,14 @@ class RedisServer:
             self.proc.wait()
 
 
-def start_worker(env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """A worker process in its own session (so a test can kill -9 it and its children)."""
+def start_worker(
+    env: Mapping[str, str], log_path: Path, args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """A worker process in its own session (so a test can kill -9 it and its children);
+    `args=["--webhooks"]` makes it a webhook worker."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "STT_CPU_THREADS": "2", **env}
     return subprocess.Popen(
-        [sys.executable, "-m", "worker"],
+        [sys.executable, "-m", "worker", *args],
         cwd=ROOT,
         env=full_env,
         stdout=log_path.open("ab"),

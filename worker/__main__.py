@@ -1,4 +1,8 @@
-"""`python -m worker`: a Celery worker consuming both queues, interactive first."""
+"""`python -m worker`: a transcription worker consuming the interactive queue, then batch.
+
+`python -m worker --webhooks`: a webhook worker, consuming only the webhook queue on a pool
+of threads (deliveries wait on the network, not the CPU), so that no transcription worker
+ever waits on a receiver. It loads no model and runs no reconciler."""
 
 from __future__ import annotations
 
@@ -9,22 +13,52 @@ import sys
 from celery.signals import worker_process_init, worker_ready
 
 from core.logs import configure_logging
-from core.queues import ALL_QUEUES
-from core.settings import load_settings
+from core.queues import TRANSCRIPTION_QUEUES, WEBHOOK_QUEUES
+from core.settings import Settings, load_settings
 from worker.celery_app import create_worker_app
-from worker.reconciler import start_reconciler
+from worker.reconciler import start_reconciler, sweep_interval
+
+WEBHOOKS_FLAG = "--webhooks"
+
+
+def celery_argv(settings: Settings, *, webhooks: bool) -> list[str]:
+    """The Celery worker's arguments for either kind of worker."""
+    queues: tuple[str, ...]
+    if webhooks:
+        queues, pool = WEBHOOK_QUEUES, ["--pool", "threads"]
+        concurrency, name = settings.webhooks.concurrency, "stt-webhooks"
+    else:
+        queues, pool = TRANSCRIPTION_QUEUES, []
+        concurrency, name = settings.workers.concurrency, "stt"
+    return [
+        "worker",
+        "--loglevel",
+        settings.logs.level,
+        "--queues",
+        ",".join(queues),
+        *pool,
+        "--concurrency",
+        str(concurrency),
+        "--hostname",
+        f"{name}-{os.getpid()}@%h",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = list(argv if argv is not None else sys.argv[1:])
+    webhooks = WEBHOOKS_FLAG in args
+    if webhooks:
+        args.remove(WEBHOOKS_FLAG)
     settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
-    interval = max(settings.workers.stale_after_s / 3, 2.0)
 
-    @worker_ready.connect(weak=False)
-    def _start_sweeps(**_: object) -> None:
-        start_reconciler(ctx, app, interval)
+    if not webhooks:
+
+        @worker_ready.connect(weak=False)
+        def _start_sweeps(**_: object) -> None:
+            start_reconciler(ctx, app, sweep_interval(settings))
 
     @worker_process_init.connect(weak=False)
     def _leave_sigterm_to_the_parent(**_: object) -> None:
@@ -33,21 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         # letting it finish, then closes the pool.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    args = argv if argv is not None else sys.argv[1:]
-    app.worker_main(
-        [
-            "worker",
-            "--loglevel",
-            settings.logs.level,
-            "--queues",
-            ",".join(ALL_QUEUES),
-            "--concurrency",
-            str(settings.workers.concurrency),
-            "--hostname",
-            f"stt-{os.getpid()}@%h",
-            *args,
-        ]
-    )
+    app.worker_main([*celery_argv(settings, webhooks=webhooks), *args])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from worker import engine
 from worker.batching import batch_size_for
 from worker.chunk_plan import SpeechFinder, silero_speech
 from worker.engine import EngineConfig, GuardConfig, TranscribeOptions, resolve_device
+from worker.receiver_slots import ReceiverSlots
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -66,6 +67,8 @@ class WorkerContext:
             enqueue_chunk(self.app, job_id, index, queue)
         )
         """Send one chunk (job id, index, queue) to the workers."""
+        self.receiver_slots = ReceiverSlots(settings.webhooks.per_receiver)
+        """Webhook deliveries under way per receiver host (shared by a webhook worker's threads)."""
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:  # a prefork child must not share its parent's sockets

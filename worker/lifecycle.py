@@ -125,7 +125,9 @@ def _claim(ctx: WorkerContext, job_id: str) -> tuple[str | None, Claim | None]:
             return "failed", None
         job.status = JobStatus.running.value
         job.worker = ctx.worker_name
-        job.started_at = job.started_at or now
+        # Each attempt starts afresh: its own start time, and no progress from a lost one.
+        job.started_at = now
+        job.progress, job.text_so_far = 0.0, None
         job.heartbeat_at = now
         return "running", Claim(
             job.id, job.model_spec, job.language, JobOptions.from_dict(job.options), job.audio_key
@@ -197,7 +199,14 @@ def requeue_stale_job(session: Session, job_id: str, stale_before: datetime, now
             Job.status == JobStatus.running.value,
             Job.heartbeat_at < stale_before,
         )
-        .values(status=JobStatus.queued.value, worker=None, enqueued_at=now)
+        .values(
+            status=JobStatus.queued.value,
+            worker=None,
+            enqueued_at=now,
+            progress=0.0,
+            text_so_far=None,
+            started_at=None,
+        )
     )
 
 

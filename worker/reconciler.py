@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, delete, or_, select, update
 
 from core.models import ChunkStatus, Job, JobChunk, JobStatus, WorkerSeen, utcnow
 from core.queues import ALL_QUEUES, chunk_ref
+from core.settings import Settings
 from core.storage import discard, is_audio_key
 from worker.context import WorkerContext
 from worker.lifecycle import requeue_stale_chunk, requeue_stale_job
@@ -248,6 +249,12 @@ def _sweep_once(ctx: WorkerContext, app: Celery, interval: float, last: list[flo
             sweep_storage(ctx)
         except Exception:
             log.warning("storage sweep failed; will try again", exc_info=True)
+
+
+def sweep_interval(settings: Settings) -> float:
+    """How often a worker sweeps: a third of the staleness (at least 2 s), so a job whose
+    heartbeat stopped is put back at most about 4/3 of STT_STALE_AFTER_S later."""
+    return max(settings.workers.stale_after_s / 3, 2.0)
 
 
 def start_reconciler(ctx: WorkerContext, app: Celery, interval: float) -> threading.Event:

@@ -1,9 +1,15 @@
-"""Delivering a job's end to its webhook: signed, recorded, retried with backoff."""
+"""Delivering a job's end to its webhook: signed, recorded, retried with backoff.
+
+Runs only in webhook workers (`python -m worker --webhooks`), with short connect and read
+timeouts, and at most STT_WEBHOOK_PER_RECEIVER deliveries at once to one receiver host: a
+delivery that finds its receiver's slots taken is sent back to the queue for a moment,
+without counting as an attempt."""
 
 from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select, update
@@ -16,6 +22,8 @@ from core.webhooks import SIGNATURE_HEADER, check_target, sign
 from worker.context import WorkerContext
 
 log = logging.getLogger("stt.webhooks")
+BUSY_RECEIVER_WAIT_S = 1.0
+"""How long a delivery whose receiver has no free slot waits before it is tried again."""
 
 
 def _record(
@@ -43,7 +51,23 @@ def _record(
 
 
 def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
-    """One attempt. A failing receiver never touches the job, only its delivery records."""
+    """One attempt, once a slot for its receiver is free (else it goes back to the queue)."""
+    with ctx.db()() as session:
+        url = session.execute(select(Job.webhook_url).where(Job.id == job_id)).scalar()
+    if not url:
+        return
+    host = urlsplit(url).hostname or ""
+    if not ctx.receiver_slots.take(host):
+        enqueue_webhook(ctx.app, job_id, attempt, countdown=BUSY_RECEIVER_WAIT_S)
+        return
+    try:
+        _attempt(ctx, job_id, attempt)
+    finally:
+        ctx.receiver_slots.give(host)
+
+
+def _attempt(ctx: WorkerContext, job_id: str, attempt: int) -> None:
+    """A failing receiver never touches the job, only its delivery records."""
     settings = ctx.settings
     with ctx.db()() as session:
         job = session.execute(select(Job).where(Job.id == job_id)).scalar_one_or_none()
@@ -67,7 +91,9 @@ def deliver(ctx: WorkerContext, job_id: str, attempt: int) -> None:
         response = httpx.post(
             url,
             content=body,
-            timeout=settings.webhooks.timeout_s,
+            timeout=httpx.Timeout(
+                settings.webhooks.timeout_s, connect=settings.webhooks.connect_timeout_s
+            ),
             follow_redirects=False,
             headers={
                 "Content-Type": "application/json",

@@ -8,12 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from litestar import Response, get
+from litestar import Request, Response, get
+from litestar.exceptions import NotFoundException
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from api.metrics_port import metrics_here
 from api.state import AppState
 from core.models import Job, JobStatus, WebhookDelivery
 from core.queues import ALL_QUEUES, queue_depths
@@ -83,8 +85,10 @@ async def _job_families(state: AppState) -> list[Any]:
 
 
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
-async def metrics(stt: AppState) -> Response[bytes]:
+async def metrics(stt: AppState, request: Request[Any, Any, Any]) -> Response[bytes]:
     state = stt
+    if not metrics_here(state.settings, request.scope):  # kept off the public port
+        raise NotFoundException()
     families = await _job_families(state)
     depth = GaugeMetricFamily("stt_queue_depth", "Messages waiting per queue", labels=["queue"])
     depths = await anyio.to_thread.run_sync(queue_depths, state.celery)

@@ -4,8 +4,10 @@ and 500 callers waiting at once. Nothing accepted is lost; nothing answers a 500
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ from sqlalchemy import select
 
 from core.db import make_engine, session_factory
 from core.models import Job
+from core.settings import load_settings
 from tests.conftest import SERVICE_ENV
 from tests.e2e.jobs_client import get, submit, wait_ended, wait_until
 from tests.support import (
@@ -27,10 +30,13 @@ from tests.support import (
     start_worker,
     stop_service_proc,
 )
+from tests.support import wait_until as poll_until
+from worker.reconciler import sweep_interval
 
 pytestmark = pytest.mark.e2e
 
 FAST_RECOVERY = {**SERVICE_ENV, "STT_STALE_AFTER_S": "4", "STT_WORKER_HEARTBEAT_S": "0.5"}
+FAST_RECOVERY_KEYS = ("STT_STALE_AFTER_S", "STT_WORKER_HEARTBEAT_S")
 SHORT = "en_librispeech_2830-3980-0043.wav"
 
 
@@ -50,24 +56,54 @@ def api_only(
     stop_service_proc(svc.proc)
 
 
-def test_worker_killed_mid_job_the_job_still_succeeds_once(
+@pytest.mark.timeout(600)  # the long job runs once and a half, on a loaded machine
+def test_worker_killed_mid_job_is_requeued_within_the_staleness_and_succeeds_once(
     api_only: tuple[LiveService, dict[str, str]], pg_url: str, tmp_path: Path
 ) -> None:
-    service, env = api_only
-    audio, reference = long_audio(tmp_path / "long.wav", ["en_jfk_inaugural.flac"], repeat=12)
+    """On the default heartbeat and staleness (2 s, 10 s): the job of a worker killed with
+    SIGKILL is claimed again by another worker within the staleness plus one sweep, the view
+    shows the retry with its attempt count and a fresh start, and the job succeeds once."""
+    service, api_env = api_only
+    env = {k: v for k, v in api_env.items() if k not in FAST_RECOVERY_KEYS}
+    settings = load_settings(env)
+    assert settings.workers.stale_after_s < 30 and settings.workers.heartbeat_s <= 2
+    audio, reference = long_audio(tmp_path / "long.wav", ["en_jfk_inaugural.flac"], repeat=8)
     first = start_worker(env, tmp_path / "worker1.log")
     job_id = submit(service, audio).json()["id"]
-    wait_until(service, job_id, {"running"})
-    kill_group(first)  # kill -9 the worker and its pool children mid-transcription
-    assert get(service, job_id).json()["status"] == "running"
+    before = wait_until(service, job_id, {"running"})
+    assert (before["attempts"], before["retrying"]) == (1, False)
+    # The second worker is up and idle before the first dies, so what the wait below
+    # measures is the failover, not a worker's start.
     second = start_worker(env, tmp_path / "worker2.log")
     try:
+        poll_until(lambda: "ready." in (tmp_path / "worker2.log").read_text(), 120, "worker 2")
+        kill_group(first)  # kill -9 the worker and its pool children mid-transcription
+        killed_at = time.monotonic()
+        seen: list[dict[str, Any]] = []
+
+        def claimed_again() -> bool:
+            seen.append(get(service, job_id).json())
+            return bool(seen[-1]["attempts"] >= 2)
+
+        # A heartbeat is stale after STT_STALE_AFTER_S; a sweep runs every third of that.
+        poll_until(
+            claimed_again,
+            settings.workers.stale_after_s + sweep_interval(settings) + 5,
+            "the lost job to be claimed again within the configured staleness",
+        )
+        # Reported, not asserted (docs/faults.md quotes it; `pytest -rP` shows it).
+        print(f"failover: claimed again {time.monotonic() - killed_at:.1f} s after the kill")
+        again = seen[-1]
+        assert again["retrying"] is True and again["status"] in ("queued", "running")
+        assert again["started_at"] is None or again["started_at"] > before["started_at"]
         done = wait_ended(service, job_id, timeout=240)
     finally:
         kill_group(second)
     assert done["status"] == "succeeded", done["error"]
-    # The audio is one sentence twelve times over: Whisper may fold or skip a repeat (0.22
-    # was seen once), so the bound only shows it is the right speech, not the model's best.
+    assert (done["attempts"], done["retrying"]) == (2, False)
+    # The audio is one sentence eight times over: Whisper may fold or skip a repeat (0.22
+    # was seen once with twelve), so the bound only shows it is the right speech, not the
+    # model's best.
     assert error_rate(reference, done["result"]["text"], "en") <= 0.35
     row = job_row(pg_url, job_id)
     assert row.attempts == 2

@@ -27,7 +27,9 @@ from core.queues import (
     INTERACTIVE_QUEUE,
     RECONCILE_TASK,
     TRANSCRIBE_TASK,
+    TRANSCRIPTION_QUEUES,
     WEBHOOK_QUEUE,
+    WEBHOOK_QUEUES,
     WEBHOOK_TASK,
     enqueue,
     enqueue_webhook,
@@ -42,9 +44,28 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
 S3_APIS = ("api-s3",)
 S3_WORKERS = ("worker-gpu-s3", "worker-cpu-s3")
-APP_SERVICES = ("migrate", "api", "worker-gpu", "worker-cpu", *S3_APIS, *S3_WORKERS)
+WEBHOOK_WORKER = "worker-webhooks"
+APP_SERVICES = (
+    "migrate",
+    "api",
+    "worker-gpu",
+    "worker-cpu",
+    WEBHOOK_WORKER,
+    *S3_APIS,
+    *S3_WORKERS,
+)
 WORKERS = ("worker-gpu", "worker-cpu")
-HEALTHCHECKED = ("postgres", "redis", "api", *WORKERS, "minio", *S3_APIS, *S3_WORKERS)
+HEALTHCHECKED = (
+    "postgres",
+    "redis",
+    "api",
+    *WORKERS,
+    WEBHOOK_WORKER,
+    "minio",
+    *S3_APIS,
+    *S3_WORKERS,
+)
+THIRD_PARTY = ("postgres", "redis", "minio", "minio-init")
 AWS_VARIABLES = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"}
 """Read by boto3 itself (credentials) or by the settings (region)."""
 
@@ -102,12 +123,14 @@ def test_commands(services: dict[str, dict[str, Any]]) -> None:
         assert argv(services[name]["command"]) == ["stt", "serve", "--workers", "0"], name
     for name in (*WORKERS, *S3_WORKERS):
         assert argv(services[name]["command"]) == ["python", "-m", "worker"], name
+    assert argv(services[WEBHOOK_WORKER]["command"]) == ["python", "-m", "worker", "--webhooks"]
+    assert "profiles" not in services[WEBHOOK_WORKER]  # every layout delivers webhooks
 
 
 def test_startup_order(services: dict[str, dict[str, Any]]) -> None:
     """Migrations run once Postgres is healthy; the API and workers start after them."""
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
-    for name in ("api", *WORKERS, *S3_APIS, *S3_WORKERS):
+    for name in ("api", *WORKERS, WEBHOOK_WORKER, *S3_APIS, *S3_WORKERS):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully", name
         assert deps["redis"]["condition"] == "service_healthy", name
@@ -150,6 +173,40 @@ def test_api_environment(services: dict[str, dict[str, Any]]) -> None:
     assert env["STT_API_KEY"].startswith("${STT_API_KEY:?")  # refuses to start without a key
     assert env["STT_DATA_DIR"] == "/data"
     assert any(str(port).endswith("8000") for port in api["ports"])
+
+
+@pytest.mark.parametrize("name", ["api", *S3_APIS])
+def test_api_is_published_on_loopback_only_and_metrics_not_at_all(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    api = services[name]
+    [published] = [interpolate(str(port)) for port in api["ports"]]
+    assert published == "127.0.0.1:8000:8000"
+    metrics_port = environment(api)["STT_METRICS_PORT"]
+    assert load_settings(environment(api)).api.metrics_port == int(metrics_port) != 8000
+    assert not any(metrics_port in str(port) for port in api["ports"])
+    assert metrics_port in [str(port) for port in api.get("expose", [])]
+
+
+@pytest.mark.parametrize("name", THIRD_PARTY)
+def test_third_party_images_are_pinned(services: dict[str, dict[str, Any]], name: str) -> None:
+    """An exact tag: a version with a minor part, or a dated MinIO release; never latest."""
+    image = services[name]["image"]
+    _, _, tag = image.rpartition(":")
+    assert tag and tag != "latest", image
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?|RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", tag), image
+
+
+def test_one_image_is_built_and_every_app_service_runs_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    """Only `migrate` builds; migrate, the API and every kind of worker run that image."""
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["migrate"]
+    image = services["migrate"]["image"]
+    assert interpolate(image) == "selfhosted-stt:local"
+    for name in APP_SERVICES:
+        assert services[name]["image"] == image, name
 
 
 def test_database_url_matches_postgres(services: dict[str, dict[str, Any]]) -> None:
@@ -195,7 +252,8 @@ def test_audio_volume_is_shared(
 @pytest.mark.parametrize("name", ["worker-gpu", "worker-gpu-s3"])
 def test_gpu_worker(services: dict[str, dict[str, Any]], name: str) -> None:
     gpu = services[name]
-    assert gpu["build"]["target"] == "gpu"
+    # The one image is the Dockerfile's `gpu` stage unless a CPU-only host asks otherwise.
+    assert interpolate(services["migrate"]["build"]["target"]) == "gpu"
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert len(devices) == 1
     device = devices[0]
@@ -260,9 +318,9 @@ def test_s3_profile_shares_no_volume(
 
 
 def test_build_files_exist(services: dict[str, dict[str, Any]]) -> None:
-    """Every app service builds from a context and Dockerfile that exist, at a stage the
-    Dockerfile defines; everything the Dockerfile copies exists and is not ignored."""
-    for name in APP_SERVICES:
+    """The image builds from a context and Dockerfile that exist, at a stage the Dockerfile
+    defines; everything the Dockerfile copies exists and is not ignored."""
+    for name in [name for name in APP_SERVICES if "build" in services[name]]:
         build = services[name]["build"]
         if isinstance(build, str):
             build = {"context": build}
@@ -272,7 +330,8 @@ def test_build_files_exist(services: dict[str, dict[str, Any]]) -> None:
         assert dockerfile.is_file(), name
         stages = re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile.read_text(), re.M | re.I)
         if "target" in build:
-            assert build["target"] in stages, name
+            assert interpolate(build["target"]) in stages, name
+            assert "runtime" in stages, name  # the smaller choice STT_IMAGE_TARGET offers
         ignored = _dockerignore(context)
         for source in _copied(dockerfile):
             assert (context / source).exists(), source
@@ -311,48 +370,77 @@ def test_dockerfile() -> None:
         users = re.findall(r"^USER\s+(\S+)", stage, re.M)
         assert users and users[-1] not in ("root", "0"), stage[:60]  # every stage ends non-root
     assert re.search(r"^EXPOSE 8000\b", text, re.M)
+    # Its own health check (compose gives workers theirs): the API's liveness, no curl needed.
+    [check] = re.findall(r"^HEALTHCHECK\b.*?(?<!\\)$", text, re.M | re.S)
+    assert "/health/live" in check and "curl" not in check
+    assert re.split(r"^FROM\s", text, flags=re.M)[-1].startswith("runtime AS gpu")
     ignored = _dockerignore(ROOT)
     assert {".venv", "data", ".git"} <= ignored
 
 
-PROFILES = ("--profile", "cpu", "--profile", "s3")
+PROFILE_SETS = ((), ("cpu",), ("s3",), ("cpu", "s3"))
 
 
-def _docker_compose_works() -> bool:
-    if shutil.which("docker") is None:
+def _works(command: list[str]) -> bool:
+    if shutil.which(command[0]) is None:
         return False
     try:
-        done = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, timeout=20, check=False
-        )
+        done = subprocess.run([*command, "version"], capture_output=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
 
 
+def _compose_command() -> list[str] | None:
+    """`docker compose` (v2) where it works, else Debian's `docker-compose` (v1), else None."""
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if _works(command):
+            return command
+    return None
+
+
+COMPOSE_COMMAND = _compose_command()
+
+
 @pytest.mark.skipif(
-    not _docker_compose_works(), reason="no working `docker compose` on this machine"
+    COMPOSE_COMMAND is None,
+    reason="neither `docker compose` nor `docker-compose` works here "
+    "(Debian: apt-get install docker-compose)",
 )
-def test_docker_compose_config() -> None:
+@pytest.mark.parametrize("profiles", PROFILE_SETS, ids=lambda p: "+".join(p) or "default")
+def test_docker_compose_config(profiles: tuple[str, ...]) -> None:
+    """Compose itself validates the file with every profile, and starts the right services."""
+    assert COMPOSE_COMMAND is not None
     env = {**os.environ, "STT_API_KEY": "sk-stt-compose-check"}
-    done = subprocess.run(
-        [*("docker", "compose", "-f", str(COMPOSE)), *PROFILES, "config", "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
+    flags = [part for name in profiles for part in ("--profile", name)]
+    base = [*COMPOSE_COMMAND, "-f", str(COMPOSE), *flags]
+    for extra in (["config", "-q"], ["config", "--services"]):
+        done = subprocess.run(
+            [*base, *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    # (v1 lists every service whatever the profiles; these have none, so always start.)
+    assert {"postgres", "redis", "migrate", "api", WEBHOOK_WORKER} <= set(done.stdout.split())
 
 
 # --- the wiring the deployment relies on ------------------------------------------------------
 
 
 def test_interactive_queue_before_batch() -> None:
-    assert ALL_QUEUES.index(INTERACTIVE_QUEUE) < ALL_QUEUES.index(BATCH_QUEUE)
+    assert TRANSCRIPTION_QUEUES == (INTERACTIVE_QUEUE, BATCH_QUEUE)
     assert set(ALL_QUEUES) == {WEBHOOK_QUEUE, INTERACTIVE_QUEUE, BATCH_QUEUE}
+
+
+def test_webhooks_have_a_queue_of_their_own() -> None:
+    """No transcription worker consumes webhook deliveries; webhook workers consume only them."""
+    assert WEBHOOK_QUEUES == (WEBHOOK_QUEUE,)
+    assert WEBHOOK_QUEUE not in TRANSCRIPTION_QUEUES
 
 
 @pytest.fixture
@@ -363,32 +451,60 @@ def own_shared_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(celery._state, "_on_app_finalizers", finalizers)
 
 
-@pytest.mark.usefixtures("own_shared_tasks")
-def test_worker_consumes_all_queues(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`python -m worker` starts Celery on exactly ALL_QUEUES, interactive before batch."""
+def _celery_args(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]
+) -> list[str]:
+    """The arguments `python -m worker <argv>` would start Celery with."""
     for name in list(os.environ):
         if name.startswith("STT_") or name in ("DATABASE_URL", "REDIS_URL"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("STT_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("STT_WORKER_CONCURRENCY", "3")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     # main() connects a worker_ready handler; keep it off the process-wide signal.
-    monkeypatch.setattr(worker_ready, "receivers", list(worker_ready.receivers))
+    monkeypatch.setattr(worker_ready, "receivers", [])
     captured: list[list[str]] = []
 
     def fake_worker_main(self: Celery, argv: list[str] | None = None) -> None:
         captured.append(list(argv or []))
 
     monkeypatch.setattr(Celery, "worker_main", fake_worker_main)
-    worker_main.main(["--hostname", "w1@test"])
-
+    worker_main.main(argv)
     [args] = captured
     assert args[0] == "worker"
+    return args
+
+
+@pytest.mark.usefixtures("own_shared_tasks")
+def test_worker_consumes_the_transcription_queues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m worker` starts Celery on exactly TRANSCRIPTION_QUEUES, interactive first."""
+    args = _celery_args(
+        tmp_path, monkeypatch, ["--hostname", "w1@test"], {"STT_WORKER_CONCURRENCY": "3"}
+    )
     queues = args[args.index("--queues") + 1]
-    assert queues == ",".join(ALL_QUEUES)
+    assert queues == ",".join(TRANSCRIPTION_QUEUES)
     order = queues.split(",")
     assert order.index(INTERACTIVE_QUEUE) < order.index(BATCH_QUEUE)
+    assert WEBHOOK_QUEUE not in order
     assert args[args.index("--concurrency") + 1] == "3"
+    assert "--pool" not in args  # prefork: a model per process
     assert args[-2:] == ["--hostname", "w1@test"]  # extra arguments pass through
+    assert len(worker_ready.receivers) == 1  # the reconciler starts with it
+
+
+@pytest.mark.usefixtures("own_shared_tasks")
+def test_webhook_worker_consumes_only_webhooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m worker --webhooks`: the webhook queue alone, on threads, no reconciler."""
+    args = _celery_args(tmp_path, monkeypatch, ["--webhooks"], {"STT_WEBHOOK_CONCURRENCY": "7"})
+    assert args[args.index("--queues") + 1] == ",".join(WEBHOOK_QUEUES)
+    assert args[args.index("--pool") + 1] == "threads"
+    assert args[args.index("--concurrency") + 1] == "7"
+    assert "--webhooks" not in args  # not a Celery option
+    assert not worker_ready.receivers
 
 
 def test_enqueue_sends_by_task_name(tmp_path: Path) -> None:

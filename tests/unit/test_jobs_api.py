@@ -46,6 +46,8 @@ JOB_FIELDS = {
     "completed_at",
     "duration",
     "progress",
+    "attempts",
+    "retrying",
     "text_so_far",
     "error",
     "result",
@@ -207,6 +209,7 @@ def test_submit_answers_202_with_the_queued_job(svc: Service) -> None:
     assert job["duration"] == pytest.approx(JFK.duration, abs=0.1)
     assert job["duration"] == pytest.approx(11.0, abs=0.1)
     assert job["progress"] == 0
+    assert (job["attempts"], job["retrying"]) == (0, False)  # not yet tried, so not a retry
     assert job["text_so_far"] is None
     assert job["error"] is None
     assert job["result"] is None

@@ -14,6 +14,7 @@ from core.db import transaction
 from core.errors import FailureCode, TranscriptionFailed, UnsupportedMedia
 from core.job_end import MAX_ERROR_CHARS, after_end, cancel_statement, failure
 from core.jobspec import ChunkPlan, JobOptions
+from core.jobview import job_json
 from core.migrate import upgrade
 from core.models import Job, JobStatus, new_id, utcnow
 from core.queues import BATCH_QUEUE, make_celery
@@ -190,6 +191,29 @@ def test_a_stale_job_is_requeued_by_the_reconciler_only(ctx: WorkerContext) -> N
     with transaction(ctx.db()) as session:
         lifecycle.requeue_stale_job(session, job_id, now + timedelta(seconds=1), now)
     assert (row(ctx, job_id).status, row(ctx, job_id).worker) == ("queued", None)
+
+
+def test_a_requeued_job_starts_its_next_attempt_afresh_and_says_so(ctx: WorkerContext) -> None:
+    """Lost mid-job: progress and `started_at` reset, the view shows the retry and attempts."""
+    job_id = put_job(ctx)
+    lifecycle.claim_job(ctx, job_id)
+    assert lifecycle.beat_job(ctx, job_id, (0.4, "so far"))
+    first = row(ctx, job_id)
+    assert (job_json(first)["attempts"], job_json(first)["retrying"]) == (1, False)
+    now = utcnow()
+    with transaction(ctx.db()) as session:
+        lifecycle.requeue_stale_job(session, job_id, now + timedelta(seconds=1), now)
+    queued = job_json(row(ctx, job_id))
+    assert (queued["status"], queued["attempts"], queued["retrying"]) == ("queued", 1, True)
+    assert (queued["progress"], queued["started_at"], queued["text_so_far"]) == (0.0, None, None)
+    lifecycle.claim_job(ctx, job_id)
+    second = row(ctx, job_id)
+    view = job_json(second)
+    assert (view["status"], view["attempts"], view["retrying"]) == ("running", 2, True)
+    assert first.started_at is not None and second.started_at is not None
+    assert second.started_at >= first.started_at and second.progress == 0.0
+    assert lifecycle.finish(ctx, job_id, TRANSCRIPT)
+    assert job_json(row(ctx, job_id))["retrying"] is False
 
 
 def test_beat_saves_progress_until_the_job_is_not_ours(ctx: WorkerContext) -> None:
