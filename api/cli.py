@@ -16,9 +16,9 @@ from api import transcribe_cli
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
-from core.migrate import upgrade
 from core.models import ApiKey, utcnow
 from core.settings import Settings, load_settings
+from core.startup import check_storage, fatal_start_errors, migrate
 
 log = logging.getLogger("stt")
 
@@ -75,8 +75,9 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database.url)
+    with fatal_start_errors("stt serve"):
+        check_storage(settings)
+        migrate(settings.database.url)
     ensure_first_key(settings)
     procs = start_workers(workers)
     print(
@@ -145,16 +146,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "transcribe":  # a client: it needs none of the server's settings
         sys.exit(args.run(args))
 
-    settings = load_settings()
+    with fatal_start_errors(f"stt {args.cmd}"):
+        settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)
     if args.cmd == "serve":
         serve(settings, settings.workers.embedded if args.workers is None else args.workers)
     elif args.cmd == "worker":
         os.execv(sys.executable, [sys.executable, "-m", "worker"])  # noqa: S606 (fixed argv)
     elif args.cmd == "migrate":
-        upgrade(settings.database.url)
+        with fatal_start_errors("stt migrate"):
+            migrate(settings.database.url)
     elif args.cmd == "keys":
-        upgrade(settings.database.url)
+        with fatal_start_errors("stt keys"):
+            migrate(settings.database.url)
         _keys(settings, args)
 
 
