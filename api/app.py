@@ -10,6 +10,7 @@ from litestar.openapi import OpenAPIConfig
 
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
+from api.http_guard import body_timeout
 from api.observe import HttpMetrics, observe
 from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
@@ -84,7 +85,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         logging_config=None,
     )
-    app.asgi_handler = observe(app.asgi_handler, state.metrics)
+    app.asgi_handler = observe(
+        body_timeout(app.asgi_handler, settings.api.body_timeout_s), state.metrics
+    )
     return app
 
 

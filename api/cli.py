@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 
 from api import transcribe_cli
+from api.http_guard import GuardedHttpProtocol
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
@@ -94,6 +95,8 @@ def serve(settings: Settings, workers: int) -> None:
             port=settings.api.port,
             log_level=settings.logs.level.lower(),
             timeout_graceful_shutdown=30,
+            http=GuardedHttpProtocol,  # header deadline, JSON for malformed HTTP
+            limit_concurrency=settings.api.max_connections,
         )
     finally:
         stop_workers(procs)

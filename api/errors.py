@@ -100,23 +100,40 @@ def error_response(
     headers: dict[str, str] | None = None,
     openai_type: str | None = None,
 ) -> Response[dict[str, Any]]:
-    if is_cartesia(request.url.path):
-        body: dict[str, Any] = {
+    path = request.url.path
+    body = error_body(
+        path, status, code, title, message, param, openai_type, request_id_of(request)
+    )
+    return Response(body, status_code=status, headers=headers or {})
+
+
+def error_body(
+    path: str,
+    status: int,
+    code: str,
+    title: str,
+    message: str,
+    param: str | None = None,
+    openai_type: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """The error in the shape of `path`'s family (also used below the ASGI app, where the
+    HTTP server itself answers: a malformed request, a header timeout)."""
+    if is_cartesia(path):
+        return {
             "error_code": code,
             "title": title,
             "message": message,
-            "request_id": request_id_of(request),
+            "request_id": request_id or uuid.uuid4().hex,
         }
-    else:
-        body = {
-            "error": {
-                "message": message,
-                "type": openai_type or _OPENAI_TYPES.get(status, "invalid_request_error"),
-                "param": param,
-                "code": code,
-            }
+    return {
+        "error": {
+            "message": message,
+            "type": openai_type or _OPENAI_TYPES.get(status, "invalid_request_error"),
+            "param": param,
+            "code": code,
         }
-    return Response(body, status_code=status, headers=headers or {})
+    }
 
 
 def openai_type_of(cls: type[SttError]) -> str | None:

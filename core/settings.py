@@ -324,6 +324,25 @@ class ApiSettings:
         read=_float,
         help="how long an Idempotency-Key names its job",
     )
+    header_timeout_s: float = setting(
+        10.0,
+        env="STT_HEADER_TIMEOUT_S",
+        read=_positive(float),
+        help="a connection whose request headers are not complete this long after it opened "
+        "(or after its last answer) is closed",
+    )
+    body_timeout_s: float = setting(
+        30.0,
+        env="STT_BODY_TIMEOUT_S",
+        read=_positive(float),
+        help="a request body that sends nothing for this long is answered 408",
+    )
+    max_connections: int = setting(
+        1000,
+        env="STT_MAX_CONNECTIONS",
+        read=_positive(int),
+        help="concurrent connections (and requests) one API process serves; beyond, 503",
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
