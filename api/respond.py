@@ -30,8 +30,9 @@ from core.queues import BATCH_QUEUE, INTERACTIVE_QUEUE
 from core.transcript import Transcript
 from core.webhooks import check_target
 
-TEXT = "text/plain; charset=utf-8"
-VTT = "text/vtt; charset=utf-8"
+TEXT = "text/plain"
+VTT = "text/vtt"
+"""Litestar adds `; charset=utf-8` to every `text/` type: named here, it came twice."""
 REQUEST_ID = "X-Request-Id"
 MAX_IDEMPOTENCY_KEY = 200
 
@@ -56,7 +57,7 @@ def render_transcript(
         segments = "segment" in spec.granularities or not spec.granularities
         body = render.verbose_json(t, words=spec.words, segments=segments, task=spec.task)
         return Response(typed(body, VerboseTranscription), headers=headers)
-    body = render.transcript_json(t, job_id, words=spec.words)
+    body = render.transcript_json(t, job_id, words=spec.words, with_usage=spec.task == "transcribe")
     return Response(typed(body, TranscriptResponse), headers=headers)
 
 

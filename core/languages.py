@@ -111,6 +111,10 @@ WHISPER_LANGUAGES: frozenset[str] = frozenset(
 )
 
 
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+"""Written without spaces between words: segments are joined with nothing between them."""
+
+
 def validate_language(value: str | None, *, english_only: bool) -> str | None:
     """A lower-case language code, or None to detect it; 400 for anything else."""
     if value is None or value.strip() == "" or value.strip().lower() == "auto":
