@@ -6,9 +6,13 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -19,7 +23,7 @@ from core.keys import generate_key, hash_key
 from core.logs import configure_logging
 from core.models import ApiKey, utcnow
 from core.settings import Settings, load_settings
-from core.startup import check_storage, fatal_start_errors, migrate
+from core.startup import check_storage, fatal_start_errors, migrate, shown_url
 
 log = logging.getLogger("stt")
 
@@ -45,16 +49,35 @@ def _count_keys(settings: Settings) -> int:
         engine.dispose()
 
 
+FIRST_KEY_FILE = "first-api-key.txt"
+
+
+def write_secret(path: Path, text: str) -> None:
+    """`text` in a new file only the owner can read (0600 from the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def ensure_first_key(settings: Settings) -> None:
-    """With no key configured anywhere, make one and print it once."""
+    """With no key configured anywhere, make one and write it to a 0600 file in the data
+    directory; print it too, but only to a terminal (not into a container's logs)."""
     if settings.api.auth_disabled or settings.api.key or _count_keys(settings) > 0:
         return
     key, _ = create_key(settings, name="first key", tenant="default")
-    print(
-        "\nNo API key was configured, so one was created. It is shown only this once:\n\n"
-        f"    {key}\n\nSend it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.\n",
-        flush=True,
-    )
+    path = settings.storage.data_dir / FIRST_KEY_FILE
+    write_secret(path, key + "\n")
+    if sys.stdout.isatty():
+        print(
+            "\nNo API key was configured, so one was created:\n\n"
+            f"    {key}\n\nSend it as `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
+            f"It is also in {path} (readable by you only).\n",
+            flush=True,
+        )
+    else:
+        print(f"No API key was configured, so one was created: see {path}", flush=True)
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
@@ -73,6 +96,28 @@ def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30
             proc.kill()
 
 
+def _probe_host(host: str) -> str:
+    """Where to connect to reach a server listening on `host` (a wildcard: loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+
+
+def announce_when_accepting(host: str, port: int, line: str, limit_s: float = 600.0) -> None:
+    """Print `line` once the port accepts connections (uvicorn binds it only after the app
+    has started), from a daemon thread that gives up after `limit_s`."""
+
+    def wait_then_print() -> None:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((_probe_host(host), port), timeout=1):
+                    print(line, flush=True)
+                    return
+            except OSError:
+                time.sleep(0.1)
+
+    threading.Thread(target=wait_then_print, name="announce", daemon=True).start()
+
+
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
 
@@ -81,10 +126,11 @@ def serve(settings: Settings, workers: int) -> None:
         migrate(settings.database.url)
     ensure_first_key(settings)
     procs = start_workers(workers)
-    print(
+    announce_when_accepting(
+        settings.api.host,
+        settings.api.port,
         f"Serving on http://{settings.api.host}:{settings.api.port} "
         f"({workers} worker process(es) beside the API)",
-        flush=True,
     )
     try:
         uvicorn.run(
@@ -103,6 +149,7 @@ def serve(settings: Settings, workers: int) -> None:
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> None:
+    print(f"database: {shown_url(settings.database.url)}", file=sys.stderr)
     if args.keys_cmd == "create":
         key, row = create_key(settings, args.name, args.tenant or args.name)
         print(f"id: {row.id}\ntenant: {row.tenant}\nkey (shown once): {key}")

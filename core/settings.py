@@ -212,6 +212,9 @@ def _batch_size(raw: str | None, name: str, default: Any) -> int | None:
 
 
 DAY = 24 * 3600.0
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+"""Where the service is installed: the data directory's default is under it, not under the
+current directory, so `stt keys` run anywhere finds the database `stt serve` uses."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,8 +224,8 @@ class StorageSettings:
     data_dir: Path = setting(
         env="STT_DATA_DIR",
         read=_path,
-        derive=lambda _: "data",
-        shown="./data",
+        derive=lambda _: PROJECT_DIR / "data",
+        shown="<project>/data",
         help="SQLite file, filesystem broker, audio (local storage), scratch, model cache",
     )
     scratch_dir: Path = setting(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import anyio
-from litestar import Response, get
+from litestar import Response, route
 from sqlalchemy import select, text
 
 from api import operations as doc
@@ -14,7 +14,7 @@ from api.state import AppState
 from core.models import WorkerSeen, utcnow
 
 
-@get("/health/live", summary="The process is up")
+@route("/health/live", http_method=["GET", "HEAD"], summary="The process is up")
 async def live() -> Liveness:
     return Liveness(status="ok")
 
@@ -40,8 +40,9 @@ async def _worker_seen(state: AppState) -> bool:
     return seen is not None
 
 
-@get(
+@route(
     "/health/ready",
+    http_method=["GET", "HEAD"],
     summary="Database, broker, storage and a worker are available",
     responses={
         200: doc.ok(Readiness, "Everything is available"),

@@ -5,16 +5,28 @@ headers answer in JSON, and echoed client values are bounded."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from core.echo import MAX_ECHO, clipped, quoted
-from tests.support import LiveService, clip, start_service, stop_service_proc, wait_until
+from tests.support import (
+    ROOT,
+    LiveService,
+    clip,
+    free_port,
+    start_service,
+    stop_service_proc,
+    wait_until,
+)
 
 KEY = "sk-stt-hygiene-key"
 TRICKLERS = 40
@@ -182,3 +194,36 @@ def test_the_server_still_serves_after_all_that(live: LiveService) -> None:
         "the API to answer",
     )
     assert "Traceback" not in live.log()
+
+
+def test_serving_on_is_printed_only_once_the_port_accepts(tmp_path: Path) -> None:
+    """The line that says the API is up is true when it is read: a connection right after
+    it appears is accepted."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STT_", "DATABASE_URL"))},
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "STT_DATA_DIR": str(tmp_path / "data"),
+        "STT_API_KEY": KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log_path.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--workers", "0"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        wait_until(lambda: "Serving on" in log_path.read_text() or proc.poll() is not None, 120)
+        assert "Serving on" in log_path.read_text(), log_path.read_text()
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        assert log_path.read_text().count("Serving on") == 1
+    finally:
+        stop_service_proc(proc)

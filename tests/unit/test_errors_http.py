@@ -442,6 +442,14 @@ def test_liveness(svc: Service) -> None:
     assert svc.client.get("/health/live").json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+def test_head_on_health_is_answered_like_get(svc: Service, path: str) -> None:
+    """Load balancers probe with HEAD: the status of GET, no body (never a 405)."""
+    head, got = svc.client.head(path), svc.client.get(path)
+    assert head.status_code == got.status_code != 405
+    assert head.content == b""
+
+
 # --- every error class, in both shapes ----------------------------------------------------
 
 

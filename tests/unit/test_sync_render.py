@@ -4,9 +4,10 @@ carries OpenAI's `usage`."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from litestar import Litestar, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.testing import TestClient
 
 from api.respond import render_transcript
@@ -30,9 +31,9 @@ T = Transcript(
 
 
 @get("/render/{fmt:str}/{task:str}")
-async def render(fmt: str, task: str) -> Response[object]:
+async def render(request: Request[Any, Any, Any], fmt: str, task: str) -> Response[object]:
     spec = TranscriptionSpec("whisper-1", "bundled:base", None, (), fmt, task=task)
-    return render_transcript(T, "job123", spec)
+    return render_transcript(T, "job123", spec, request=request)
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +64,20 @@ def test_the_openai_sdk_reads_usage(client: TestClient[Litestar]) -> None:
     parsed = Transcription.model_validate(client.get("/render/json/transcribe").json())
     assert parsed.usage is not None and parsed.usage.type == "duration"
     assert parsed.usage.seconds == 3
+
+
+def test_a_clients_request_id_is_kept_and_the_job_id_is_named(
+    client: TestClient[Litestar],
+) -> None:
+    r = client.get("/render/json/transcribe", headers={"X-Request-Id": "trace-42.a_b"})
+    assert r.headers["x-request-id"] == "trace-42.a_b"
+    assert r.headers["x-job-id"] == "job123"
+
+
+@pytest.mark.parametrize("sent", [None, "", "x" * 65, "bad id!"])
+def test_without_a_valid_request_id_the_job_id_is_the_request_id(
+    client: TestClient[Litestar], sent: str | None
+) -> None:
+    headers = {"X-Request-Id": sent} if sent is not None else {}
+    r = client.get("/render/text/transcribe", headers=headers)
+    assert r.headers["x-request-id"] == "job123" == r.headers["x-job-id"]
