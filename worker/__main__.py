@@ -8,6 +8,7 @@ import sys
 
 from celery.signals import worker_process_init, worker_ready
 
+from core.liveness import sweep_interval_s
 from core.logs import configure_logging
 from core.queues import ALL_QUEUES
 from core.settings import load_settings
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.logs.level, settings.logs.format)
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
-    interval = max(settings.workers.stale_after_s / 3, 2.0)
+    interval = sweep_interval_s(settings.workers.stale_after_s)
 
     @worker_ready.connect(weak=False)
     def _start_sweeps(**_: object) -> None:

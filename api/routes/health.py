@@ -11,6 +11,7 @@ from sqlalchemy import select, text
 from api import operations as doc
 from api.schemas import Liveness, Readiness
 from api.state import AppState
+from core.liveness import seen_window_s
 from core.models import WorkerSeen, utcnow
 
 
@@ -30,7 +31,7 @@ def _broker_ok(state: AppState) -> bool:
 
 async def _worker_seen(state: AppState) -> bool:
     """Some worker said it was alive within the last few sweep intervals."""
-    window = timedelta(seconds=max(3 * max(state.settings.workers.stale_after_s / 3, 2.0), 30.0))
+    window = timedelta(seconds=seen_window_s(state.settings.workers.stale_after_s))
     async with state.sessions() as session:
         seen = (
             await session.execute(
