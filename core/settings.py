@@ -225,7 +225,7 @@ class StorageSettings:
         env="STT_DATA_DIR",
         read=_path,
         derive=lambda _: PROJECT_DIR / "data",
-        shown="<project>/data",
+        shown="$PROJECT/data (the installation directory, not the current one)",
         help="SQLite file, filesystem broker, audio (local storage), scratch, model cache",
     )
     scratch_dir: Path = setting(
