@@ -12,6 +12,7 @@ from api.cancel import cancel_job
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.hangup import HangUps
+from api.http_guard import body_timeout
 from api.job_reads import JobReads
 from api.keycache import KeyCache
 from api.observe import HttpMetrics, observe
@@ -109,7 +110,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         logging_config=None,
     )
-    app.asgi_handler = observe(app.asgi_handler, state.metrics)
+    app.asgi_handler = observe(
+        body_timeout(app.asgi_handler, settings.api.body_timeout_s), state.metrics
+    )
     return app
 
 

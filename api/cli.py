@@ -9,19 +9,23 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
 from sqlalchemy import func, select
 
 from api import transcribe_cli
+from api.http_guard import GuardedHttpProtocol
 from api.metrics_port import listening_sockets
 from core.db import make_engine, session_factory, transaction
 from core.keys import generate_key, hash_key
 from core.logs import configure_logging
-from core.migrate import upgrade
 from core.models import ApiKey, utcnow
 from core.settings import Settings, load_settings
+from core.startup import check_storage, fatal_start_errors, migrate, shown_url
 
 log = logging.getLogger("stt")
 
@@ -47,16 +51,35 @@ def _count_keys(settings: Settings) -> int:
         engine.dispose()
 
 
+FIRST_KEY_FILE = "first-api-key.txt"
+
+
+def write_secret(path: Path, text: str) -> None:
+    """`text` in a new file only the owner can read (0600 from the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 def ensure_first_key(settings: Settings) -> None:
-    """With no key configured anywhere, make one and print it once."""
+    """With no key configured anywhere, make one and write it to a 0600 file in the data
+    directory; print it too, but only to a terminal (not into a container's logs)."""
     if settings.api.auth_disabled or settings.api.key or _count_keys(settings) > 0:
         return
     key, _ = create_key(settings, name="first key", tenant="default")
-    print(
-        "\nNo API key was configured, so one was created. It is shown only this once:\n\n"
-        f"    {key}\n\nSend it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.\n",
-        flush=True,
-    )
+    path = settings.storage.data_dir / FIRST_KEY_FILE
+    write_secret(path, key + "\n")
+    if sys.stdout.isatty():
+        print(
+            "\nNo API key was configured, so one was created:\n\n"
+            f"    {key}\n\nSend it as `Authorization: Bearer <key>` or `X-API-Key: <key>`. "
+            f"It is also in {path} (readable by you only).\n",
+            flush=True,
+        )
+    else:
+        print(f"No API key was configured, so one was created: see {path}", flush=True)
 
 
 def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
@@ -92,20 +115,52 @@ def prepare_metrics_dir(settings: Settings) -> Path:
     return folder
 
 
+def _probe_host(host: str) -> str:
+    """Where to connect to reach a server listening on `host` (a wildcard: loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def announce_when_accepting(host: str, port: int, line: str, limit_s: float = 600.0) -> None:
+    """Print `line` once the app answers on the port, from a daemon thread that gives up
+    after `limit_s`."""
+
+    def wait_then_print() -> None:
+        # The sockets are bound before uvicorn starts the app, so a TCP connect succeeds
+        # early: wait for the app itself to answer its liveness probe.
+        url = f"http://{_url_host(_probe_host(host))}:{port}/health/live"
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                    print(line, flush=True)
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
+    threading.Thread(target=wait_then_print, name="announce", daemon=True).start()
+
+
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
-    upgrade(settings.database.url)  # once, here, before any API process starts
+    with fatal_start_errors("stt serve"):
+        check_storage(settings)
+        migrate(settings.database.url)  # once, here, before any API process starts
     ensure_first_key(settings)
     prepare_metrics_dir(settings)
     procs = start_workers(workers)
-    print(
+    announce_when_accepting(
+        settings.api.host,
+        settings.api.port,
         f"Serving on http://{settings.api.host}:{settings.api.port} "
         f"({settings.api.workers} API process(es), {workers} worker process(es) beside them"
         f"{', and a webhook worker' if workers else ''})",
-        flush=True,
     )
     config = uvicorn.Config(
         "api.app:serve_app",
@@ -119,6 +174,8 @@ def serve(settings: Settings, workers: int) -> None:
         timeout_worker_healthcheck=60,
         log_level=settings.logs.level.lower(),
         timeout_graceful_shutdown=30,
+        http=GuardedHttpProtocol,  # header deadline, JSON for malformed HTTP
+        limit_concurrency=settings.api.max_connections,
     )
     try:
         sockets = listening_sockets(settings)  # the API's port, and STT_METRICS_PORT's
@@ -132,6 +189,7 @@ def serve(settings: Settings, workers: int) -> None:
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> None:
+    print(f"database: {shown_url(settings.database.url)}", file=sys.stderr)
     if args.keys_cmd == "create":
         key, row = create_key(settings, args.name, args.tenant or args.name)
         print(f"id: {row.id}\ntenant: {row.tenant}\nkey (shown once): {key}")
@@ -181,7 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "transcribe":  # a client: it needs none of the server's settings
         sys.exit(args.run(args))
 
-    settings = load_settings()
+    with fatal_start_errors(f"stt {args.cmd}"):
+        settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)
     if args.cmd == "serve":
         serve(settings, settings.workers.embedded if args.workers is None else args.workers)
@@ -189,9 +248,11 @@ def main(argv: list[str] | None = None) -> None:
         extra = ["--webhooks"] if args.webhooks else []
         os.execv(sys.executable, [sys.executable, "-m", "worker", *extra])  # noqa: S606 (fixed argv)
     elif args.cmd == "migrate":
-        upgrade(settings.database.url)
+        with fatal_start_errors("stt migrate"):
+            migrate(settings.database.url)
     elif args.cmd == "keys":
-        upgrade(settings.database.url)
+        with fatal_start_errors("stt keys"):
+            migrate(settings.database.url)
         _keys(settings, args)
 
 

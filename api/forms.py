@@ -18,6 +18,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from core.audio import RawFormat
+from core.echo import clipped, quoted
 from core.errors import InvalidRequest, PayloadTooLarge
 from core.storage import Sink, Storage, TeeSink, discard
 
@@ -80,7 +81,7 @@ class Form:
         if not values:
             return None
         if len(values) > 1 and len(set(values)) > 1:
-            raise InvalidRequest(f"field {name!r} was given more than once", param=name)
+            raise InvalidRequest(f"field {quoted(name)} was given more than once", param=name)
         return values[0]
 
     def getlist(self, *names: str) -> list[str]:
@@ -185,7 +186,7 @@ class _Collector:
             self._value += data[start:end]
             if len(self._value) > MAX_FIELD_BYTES:
                 raise InvalidRequest(
-                    f"field {self._name!r} is longer than {MAX_FIELD_BYTES} bytes",
+                    f"field {quoted(self._name)} is longer than {MAX_FIELD_BYTES} bytes",
                     param=self._name,
                 )
 
@@ -196,7 +197,7 @@ class _Collector:
             if self.form.file is not None:
                 self.form.file.sha256 = self._digest.hexdigest()
         elif not self._skip and self._name is not None:
-            value = _decode(bytes(self._value), f"field {self._name!r}")
+            value = _decode(bytes(self._value), f"field {quoted(self._name)}")
             self.form.fields.setdefault(self._name, []).append(value)
 
     def on_end(self) -> None:
@@ -264,6 +265,6 @@ async def read_form(
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(clean_up)
         if isinstance(exc, MultipartParseError):
-            raise InvalidRequest(f"malformed multipart/form-data body: {exc}") from exc
+            raise InvalidRequest(f"malformed multipart/form-data body: {clipped(exc)}") from exc
         raise
     return collector.form

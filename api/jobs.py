@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 
 from api.state import AppState
+from core.echo import quoted
 from core.errors import InvalidRequest, NotFound
-from core.models import Job, JobStatus
+from core.models import Job, JobStatus, is_id
 
 
 def cursor_of(job: Job) -> str:
@@ -19,13 +21,30 @@ def cursor_of(job: Job) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_CURSOR = 200
+"""A cursor made by :func:`cursor_of` is about 90 characters."""
+
+
 def parse_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a page ended at; 400 for anything :func:`cursor_of` did not make
+    (decoded strictly: URL-safe base64 of a JSON pair of an aware ISO time and a job id)."""
+    invalid = InvalidRequest("cursor is not valid", param="cursor")
+    if len(cursor) > MAX_CURSOR or not _CURSOR.fullmatch(cursor):
+        raise invalid
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
+        if not (isinstance(created, str) and isinstance(job_id, str) and is_id(job_id)):
+            raise invalid
+        when = datetime.fromisoformat(created)
     except (ValueError, TypeError) as exc:
-        raise InvalidRequest("cursor is not valid", param="cursor") from exc
+        raise invalid from exc
+    if when.tzinfo is None or when.isoformat() != created:  # exactly what cursor_of wrote
+        raise invalid
+    return when, job_id
+
+
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -43,13 +62,16 @@ class JobService:
     state: AppState
 
     async def own(self, tenant: str, job_id: str) -> Job:
-        """The tenant's job; 404 for another tenant's, as for one that does not exist."""
+        """The tenant's job; 404 for another tenant's, as for one that does not exist, and
+        for an id that is not one (never a query)."""
+        if not is_id(job_id):
+            raise NotFound(f"no job {quoted(job_id)}")
         async with self.state.sessions() as session:
             job = (
                 await session.execute(select(Job).where(Job.id == job_id, Job.tenant == tenant))
             ).scalar_one_or_none()
         if job is None:
-            raise NotFound(f"no job {job_id!r}")
+            raise NotFound(f"no job {quoted(job_id)}")
         return job
 
     async def own_after(self, tenant: str, job_id: str, wait: float) -> Job:

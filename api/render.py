@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from core.languages import language_name
+from core.languages import NO_SPACE_LANGUAGES, language_name
 from core.settings import Settings
 from core.transcript import Segment, Transcript
 
@@ -20,18 +20,37 @@ TRANSLATED_LANGUAGE = "english"
 """What OpenAI's verbose_json reports as `language` for a translation."""
 
 
-def transcript_json(t: Transcript, request_id: str, *, words: bool) -> dict[str, Any]:
-    """The body both families return for `json` (Cartesia's batch STT shape)."""
-    return t.response(request_id, words=words)
+def usage(t: Transcript) -> dict[str, Any]:
+    """OpenAI's `usage` of a transcription billed by duration (`UsageDuration`)."""
+    return {"type": "duration", "seconds": math.ceil(t.duration)}
 
 
-def _segment_json(s: Segment) -> dict[str, Any]:
+def transcript_json(
+    t: Transcript, request_id: str, *, words: bool, with_usage: bool = False
+) -> dict[str, Any]:
+    """The body both families return for `json` (Cartesia's batch STT shape), with OpenAI's
+    `usage` for a transcription (a translation has none on OpenAI)."""
+    body = t.response(request_id, words=words)
+    if with_usage:
+        body["usage"] = usage(t)
+    return body
+
+
+def whisper_text(text: str, language: str) -> str:
+    """A segment's text as Whisper gives it: with its leading space, in languages written
+    with spaces (stored segments are stripped; chunked ones are rebuilt from words)."""
+    if not text or text[0].isspace() or language in NO_SPACE_LANGUAGES:
+        return text
+    return f" {text}"
+
+
+def _segment_json(s: Segment, language: str) -> dict[str, Any]:
     return {
         "id": s.id,
         "seek": int(s.start * 100),
         "start": s.start,
         "end": s.end,
-        "text": s.text,
+        "text": whisper_text(s.text, language),
         "tokens": s.tokens,
         "temperature": s.temperature,
         "avg_logprob": s.avg_logprob,
@@ -55,11 +74,11 @@ def verbose_json(
         "text": t.text,
     }
     if segments:
-        body["segments"] = [_segment_json(s) for s in t.segments]
+        body["segments"] = [_segment_json(s, t.language) for s in t.segments]
     if words:
         body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in t.words]
     if not translating:
-        body["usage"] = {"type": "duration", "seconds": math.ceil(t.duration)}
+        body["usage"] = usage(t)
     return body
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -31,9 +32,22 @@ from core.queues import BATCH_QUEUE, INTERACTIVE_QUEUE
 from core.transcript import Transcript
 from core.webhooks import check_target
 
-TEXT = "text/plain; charset=utf-8"
-VTT = "text/vtt; charset=utf-8"
+TEXT = "text/plain"
+VTT = "text/vtt"
+"""Litestar adds `; charset=utf-8` to every `text/` type: named here, it came twice."""
 REQUEST_ID = "X-Request-Id"
+JOB_ID = "X-Job-Id"
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""A client's X-Request-Id that is kept (what `api.observe` accepts)."""
+
+
+def id_headers(request: Request[Any, Any, Any] | None, job_id: str) -> dict[str, str]:
+    """A transcription's ids: `X-Job-Id` always; `X-Request-Id` the client's own when it
+    sent a valid one, else the job id (as before)."""
+    sent = request.headers.get("x-request-id", "") if request is not None else ""
+    return {JOB_ID: job_id, REQUEST_ID: sent if _CLIENT_ID.fullmatch(sent) else job_id}
+
+
 MAX_IDEMPOTENCY_KEY = 200
 CLIENT_CLOSED = 499
 """The status logged for a caller that hung up before its answer (nginx's convention)."""
@@ -44,11 +58,12 @@ def render_transcript(
     job_id: str,
     spec: TranscriptionSpec,
     layout: render.SubtitleLayout | None = None,
+    request: Request[Any, Any, Any] | None = None,
 ) -> Response[Any]:
-    """The body for `spec.response_format`; `X-Request-Id` names the job, as OpenAI's
-    header names the request."""
+    """The body for `spec.response_format`; `X-Job-Id` names the job, and so does
+    `X-Request-Id` unless the client sent its own (see :func:`id_headers`)."""
     fmt = spec.response_format
-    headers = {REQUEST_ID: job_id}
+    headers = id_headers(request, job_id)
     if fmt == "text":
         return Response(t.text + "\n", media_type=TEXT, headers=headers)
     if fmt == "srt":
@@ -59,7 +74,7 @@ def render_transcript(
         segments = "segment" in spec.granularities or not spec.granularities
         body = render.verbose_json(t, words=spec.words, segments=segments, task=spec.task)
         return Response(typed(body, VerboseTranscription), headers=headers)
-    body = render.transcript_json(t, job_id, words=spec.words)
+    body = render.transcript_json(t, job_id, words=spec.words, with_usage=spec.task == "transcribe")
     return Response(typed(body, TranscriptResponse), headers=headers)
 
 
@@ -110,7 +125,9 @@ def accepted(job: Job) -> Response[JobResponse]:
     )
 
 
-async def stream_transcript(state: AppState, tenant: str, received: Received) -> Stream:
+async def stream_transcript(
+    state: AppState, tenant: str, received: Received, request: Request[Any, Any, Any] | None = None
+) -> Stream:
     """Queue the job and answer with its text as server-sent events (`stream=true`)."""
     job_id = received.upload.job_id
     feed = await streaming.SegmentFeed.open(
@@ -125,7 +142,7 @@ async def stream_transcript(state: AppState, tenant: str, received: Received) ->
     return Stream(
         streaming.transcript_events(state, job_id, feed),
         media_type=streaming.MEDIA_TYPE,
-        headers={**streaming.HEADERS, REQUEST_ID: job_id},
+        headers={**streaming.HEADERS, **id_headers(request, job_id)},
     )
 
 
@@ -147,7 +164,7 @@ async def transcribe(
     received = await receive_upload(request, state, raw, task)
     spec = received.spec
     if spec.stream and not always_async:
-        return await stream_transcript(state, tenant, received)
+        return await stream_transcript(state, tenant, received, request)
     if spec.stream:  # the job API answers with the job; nobody listens for its text
         options = {k: v for k, v in spec.options.items() if k != "stream"}
         received = replace(received, spec=replace(spec, stream=False, options=options))
@@ -161,7 +178,7 @@ async def transcribe(
         if transcript is None:  # nobody is listening any more
             return Response(None, status_code=CLIENT_CLOSED, headers={REQUEST_ID: job.id})
         layout = render.SubtitleLayout.of(state.settings)
-        return render_transcript(transcript, job.id, received.spec, layout)
+        return render_transcript(transcript, job.id, received.spec, layout, request)
     try:
         webhook = await webhook_of(received.form, state)
     except BaseException:

@@ -46,6 +46,11 @@ class WordTimestamp(Struct):
     end: float
 
 
+class Usage(Struct):
+    type: Literal["duration"]
+    seconds: int
+
+
 class TranscriptResponse(Struct):
     """The `json` body of both families (Cartesia's batch STT shape)."""
 
@@ -55,6 +60,8 @@ class TranscriptResponse(Struct):
     language: str
     duration: float
     words: list[WordTimestamp] | UnsetType = UNSET
+    usage: Usage | UnsetType = UNSET
+    """OpenAI's `Transcription.usage` (a transcription's, not a translation's)."""
 
 
 class VerboseSegment(Struct):
@@ -68,11 +75,6 @@ class VerboseSegment(Struct):
     avg_logprob: float
     compression_ratio: float
     no_speech_prob: float
-
-
-class Usage(Struct):
-    type: Literal["duration"]
-    seconds: int
 
 
 class VerboseTranscription(Struct):

@@ -22,6 +22,7 @@ from api.forms import Form, Upload, read_form
 from api.render import GRANULARITIES, RESPONSE_FORMATS, SUBTITLE_FORMATS
 from api.state import AppState
 from core.audio import RawFormat, probe_duration
+from core.echo import quoted
 from core.errors import (
     Conflict,
     InvalidRequest,
@@ -68,7 +69,8 @@ def _granularities(form: Form) -> tuple[str, ...]:
     for value in values:
         if value not in GRANULARITIES:
             raise InvalidRequest(
-                f"timestamp_granularities must be among {', '.join(GRANULARITIES)}; got {value!r}",
+                f"timestamp_granularities must be among {', '.join(GRANULARITIES)}; "
+                f"got {quoted(value)}",
                 param="timestamp_granularities",
             )
     return tuple(dict.fromkeys(values))
@@ -109,7 +111,7 @@ def parse_spec(
         raise InvalidRequest("the uploaded file is empty", param="file")
     if task == "translate" and model.english_only:
         raise InvalidRequest(
-            f"model {model.name!r} is English-only and cannot translate; "
+            f"model {quoted(model.name)} is English-only and cannot translate; "
             "translation needs a multilingual model",
             param="model",
         )

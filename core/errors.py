@@ -6,6 +6,7 @@ SttError                     (status, code)
 │   ├── InvalidSpeakerReference  400 invalid_speaker_reference
 │   └── DiarizationUnavailable   400 diarization_unavailable
 ├── Unauthorized             401 invalid_api_key
+├── RequestTimeout           408 request_timeout   (the body arrived too slowly)
 ├── NotFound                 404 not_found
 │   └── ModelNotFound        404 model_not_found   (OpenAI's `/models/{id}`)
 ├── Conflict                 409 conflict
@@ -13,6 +14,8 @@ SttError                     (status, code)
 ├── UnsupportedMedia         415 unsupported_audio
 ├── RateLimited              429 rate_limited
 ├── ServiceUnavailable       503 service_unavailable
+│   └── StorageFault         503 storage_unavailable   (EROFS, EACCES, EIO: Retry-After)
+├── InsufficientStorage      507 insufficient_storage  (ENOSPC, EDQUOT)
 └── TranscriptionFailed      500 transcription_failed  (the worker failed; never client input)
 ConfigError                  raised at start-up for bad settings, never over HTTP
 
@@ -141,6 +144,29 @@ class DiarizationUnavailable(InvalidRequest):
 
     code = "diarization_unavailable"
     title = "Diarization unavailable"
+
+
+class RequestTimeout(SttError):
+    """The request's body did not arrive within the body read timeout."""
+
+    status = 408
+    code = "request_timeout"
+    title = "Request timeout"
+
+
+class StorageFault(ServiceUnavailable):
+    """Audio storage refused a write it should take (read-only, permission, I/O error)."""
+
+    code = "storage_unavailable"
+    title = "Storage unavailable"
+
+
+class InsufficientStorage(SttError):
+    """Audio storage is full (no space, or the quota is spent)."""
+
+    status = 507
+    code = "insufficient_storage"
+    title = "Insufficient storage"
 
 
 def _walk(cls: type[SttError]) -> list[type[SttError]]:

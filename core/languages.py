@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.echo import quoted
 from core.errors import InvalidRequest
 
 WHISPER_LANGUAGES: frozenset[str] = frozenset(
@@ -110,6 +111,10 @@ WHISPER_LANGUAGES: frozenset[str] = frozenset(
 )
 
 
+NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+"""Written without spaces between words: segments are joined with nothing between them."""
+
+
 def validate_language(value: str | None, *, english_only: bool) -> str | None:
     """A lower-case language code, or None to detect it; 400 for anything else."""
     if value is None or value.strip() == "" or value.strip().lower() == "auto":
@@ -117,11 +122,11 @@ def validate_language(value: str | None, *, english_only: bool) -> str | None:
     code = value.strip().lower()
     if code not in WHISPER_LANGUAGES:
         raise InvalidRequest(
-            f"language {value!r} is not a supported ISO-639-1 code", param="language"
+            f"language {quoted(value)} is not a supported ISO-639-1 code", param="language"
         )
     if english_only and code != "en":
         raise InvalidRequest(
-            f"the selected model is English-only and cannot transcribe language {code!r}",
+            f"the selected model is English-only and cannot transcribe language {quoted(code)}",
             param="language",
         )
     return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from core.echo import quoted
 from core.errors import UnknownModel
 from core.settings import Settings
 
@@ -33,7 +34,7 @@ def resolve_model(name: str | None, settings: Settings) -> ResolvedModel:
     if not name or name not in aliases:
         accepted = ", ".join(public_models(settings))
         raise UnknownModel(
-            f"model {name!r} is not available; use one of: {accepted}"
+            f"model {quoted(name)} is not available; use one of: {accepted}"
             if name
             else f"model is required; use one of: {accepted}",
             param="model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +32,15 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` has the shape :func:`new_id` gives (checked before any query, so a
+    malformed id, a NUL byte say, is a 404 and never reaches the database)."""
+    return _ID.fullmatch(value) is not None
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -234,6 +234,9 @@ def _threads(raw: str | None, name: str, default: Any) -> int:
 
 
 DAY = 24 * 3600.0
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+"""Where the service is installed: the data directory's default is under it, not under the
+current directory, so `stt keys` run anywhere finds the database `stt serve` uses."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,8 +246,8 @@ class StorageSettings:
     data_dir: Path = setting(
         env="STT_DATA_DIR",
         read=_path,
-        derive=lambda _: "data",
-        shown="./data",
+        derive=lambda _: PROJECT_DIR / "data",
+        shown="$PROJECT/data (the installation directory, not the current one)",
         help="SQLite file, filesystem broker, audio (local storage), scratch, model cache",
     )
     scratch_dir: Path = setting(
@@ -384,6 +387,25 @@ class ApiSettings:
         read=_float,
         help="how long an API process serves an ended job's JSON from memory; a job deleted "
         "through another API process without Redis vanishes within it",
+    )
+    header_timeout_s: float = setting(
+        10.0,
+        env="STT_HEADER_TIMEOUT_S",
+        read=_positive(float),
+        help="a connection whose request headers are not complete this long after it opened "
+        "(or after its last answer) is closed",
+    )
+    body_timeout_s: float = setting(
+        30.0,
+        env="STT_BODY_TIMEOUT_S",
+        read=_positive(float),
+        help="a request body that sends nothing for this long is answered 408",
+    )
+    max_connections: int = setting(
+        1000,
+        env="STT_MAX_CONNECTIONS",
+        read=_positive(int),
+        help="concurrent connections (and requests) one API process serves; beyond, 503",
     )
 
 

@@ -13,6 +13,7 @@ Blocking I/O throughout: the API calls it from worker threads.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -26,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
+
+from core.errors import InsufficientStorage, StorageFault, SttError
 
 if TYPE_CHECKING:
     from core.settings import Settings
@@ -47,6 +50,41 @@ SCRATCH_MAX_AGE_S = 24 * 3600.0
 class StorageUnavailable(ConnectionError):
     """The object store could not be reached or refused a request. A ConnectionError, so a
     worker hands the job back and retries it, and the API answers 503."""
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+_REFUSED = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
+RETRY_AFTER_S = "30"
+"""What a client is told to wait after a storage fault (an operator has to act)."""
+
+
+def storage_error(exc: OSError) -> SttError | None:
+    """The error of the tree a storage `OSError` is, by its errno: full → 507, refused
+    (read-only, permission, I/O) → 503 with `Retry-After`; None for any other."""
+    if exc.errno in _FULL:
+        return InsufficientStorage(
+            "audio storage is full; try again later", headers={"Retry-After": RETRY_AFTER_S}
+        )
+    if exc.errno in _REFUSED:
+        reason = os.strerror(exc.errno) if exc.errno is not None else "refused"
+        return StorageFault(
+            f"audio storage refuses writes ({reason.lower()}); try again later",
+            headers={"Retry-After": RETRY_AFTER_S},
+        )
+    return None
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """Re-raise a storage `OSError` as its error of the tree (see :func:`storage_error`)."""
+    try:
+        yield
+    except OSError as exc:
+        typed = storage_error(exc)
+        if typed is None:
+            raise
+        log.error("audio storage fault: %s", exc)
+        raise typed from exc
 
 
 def validate_key(key: str) -> str:
@@ -177,17 +215,20 @@ class _FileSink(_SinkBase):
     reader never sees a partial file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.part")
-        self._file = self._tmp.open("xb")
+        with storage_errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._tmp.open("xb")
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
+        with storage_errors():
+            self._file.write(data)
 
     def _commit(self) -> None:
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        with storage_errors():
+            self._file.close()
+            os.replace(self._tmp, self.path)
 
     def _discard(self) -> None:
         with contextlib.suppress(OSError):
@@ -201,16 +242,19 @@ class TeeSink(_SinkBase):
     copy after a close."""
 
     def __init__(self, sink: Sink, copy: Path) -> None:
-        copy.parent.mkdir(parents=True, exist_ok=True)
         self._sink, self.copy = sink, copy
-        self._file = copy.open("xb")
+        with storage_errors():
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            self._file = copy.open("xb")
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
+        with storage_errors():
+            self._file.write(data)
         self._sink.write(data)
 
     def _commit(self) -> None:
-        self._file.close()
+        with storage_errors():
+            self._file.close()
         self._sink.close()
 
     def _discard(self) -> None:

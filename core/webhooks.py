@@ -14,6 +14,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+from core.echo import quoted
 from core.errors import InvalidRequest
 
 SIGNATURE_HEADER = "STT-Signature"
@@ -70,7 +71,7 @@ def check_target(url: str, allow: tuple[str, ...]) -> None:
         infos = socket.getaddrinfo(host, port or (443 if parts.scheme == "https" else 80))
     except (socket.gaierror, UnicodeError) as exc:
         raise InvalidRequest(
-            f"webhook_url host {host!r} does not resolve", param="webhook_url"
+            f"webhook_url host {quoted(host)} does not resolve", param="webhook_url"
         ) from exc
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
     if _allowed_by_list(host, addresses, allow):

@@ -185,7 +185,9 @@ def start_service(
         raise RuntimeError(f"service did not start:\n{log_path.read_text()}")
     key = env.get("STT_API_KEY")
     if key is None:
-        match = re.search(r"sk-stt-[A-Za-z0-9_-]+", log_path.read_text())
+        first = data_dir / "first-api-key.txt"  # where `stt serve` writes a key it made
+        text = first.read_text() if first.exists() else log_path.read_text()
+        match = re.search(r"sk-stt-[A-Za-z0-9_-]+", text)
         key = match.group(0) if match else None
     return LiveService(url, key, proc, data_dir, log_path)
 

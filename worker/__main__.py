@@ -15,6 +15,7 @@ from celery.signals import worker_process_init, worker_ready
 from core.logs import configure_logging
 from core.queues import TRANSCRIPTION_QUEUES, WEBHOOK_QUEUES
 from core.settings import Settings, load_settings
+from core.startup import check_database, check_storage, fatal_start_errors
 from worker.celery_app import create_worker_app
 from worker.reconciler import start_reconciler, sweep_interval
 
@@ -49,7 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     webhooks = WEBHOOKS_FLAG in args
     if webhooks:
         args.remove(WEBHOOKS_FLAG)
-    settings = load_settings()
+    with fatal_start_errors("python -m worker"):
+        settings = load_settings()
+        check_storage(settings)
+        check_database(settings.database.url)
     configure_logging(settings.logs.level, settings.logs.format)
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]

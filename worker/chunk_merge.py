@@ -14,6 +14,7 @@ import re
 import unicodedata
 from dataclasses import replace
 
+from core.languages import NO_SPACE_LANGUAGES
 from core.transcript import Segment, Transcript, Word
 from worker.chunk_plan import Span
 
@@ -21,8 +22,6 @@ SEAM_PAD_S = 0.5
 """Audio decoded beyond each end of a chunk."""
 SEAM_WORDS = 8
 """The longest repeat looked for at a seam."""
-NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
-"""Written without spaces between words: segments are joined with nothing between them."""
 
 
 def window_of(span: Span, duration: float) -> tuple[float, float]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy import ColumnElement, delete, or_, select, update
 
+from core.liveness import sweep_interval_s
 from core.models import ChunkStatus, Job, JobChunk, JobStatus, WorkerSeen, utcnow
 from core.queues import ALL_QUEUES, chunk_ref
 from core.settings import Settings
@@ -254,7 +255,7 @@ def _sweep_once(ctx: WorkerContext, app: Celery, interval: float, last: list[flo
 def sweep_interval(settings: Settings) -> float:
     """How often a worker sweeps: a third of the staleness (at least 2 s), so a job whose
     heartbeat stopped is put back at most about 4/3 of STT_STALE_AFTER_S later."""
-    return max(settings.workers.stale_after_s / 3, 2.0)
+    return sweep_interval_s(settings.workers.stale_after_s)
 
 
 def start_reconciler(ctx: WorkerContext, app: Celery, interval: float) -> threading.Event:

@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import anyio
-from litestar import Response, get
+from litestar import Response, route
 from sqlalchemy import select, text
 
 from api import operations as doc
 from api.schemas import Liveness, Readiness
 from api.state import AppState
+from core.liveness import seen_window_s
 from core.models import WorkerSeen, utcnow
 
 
-@get("/health/live", summary="The process is up")
+@route("/health/live", http_method=["GET", "HEAD"], summary="The process is up")
 async def live() -> Liveness:
     return Liveness(status="ok")
 
@@ -30,7 +31,7 @@ def _broker_ok(state: AppState) -> bool:
 
 async def _worker_seen(state: AppState) -> bool:
     """Some worker said it was alive within the last few sweep intervals."""
-    window = timedelta(seconds=max(3 * max(state.settings.workers.stale_after_s / 3, 2.0), 30.0))
+    window = timedelta(seconds=seen_window_s(state.settings.workers.stale_after_s))
     async with state.sessions() as session:
         seen = (
             await session.execute(
@@ -40,8 +41,9 @@ async def _worker_seen(state: AppState) -> bool:
     return seen is not None
 
 
-@get(
+@route(
     "/health/ready",
+    http_method=["GET", "HEAD"],
     summary="Database, broker, storage and a worker are available",
     responses={
         200: doc.ok(Readiness, "Everything is available"),

@@ -66,8 +66,11 @@ async def _job_families(state: AppState) -> list[Any]:
     failed = CounterMetricFamily("stt_job_failures", "Failed jobs by reason", labels=["reason"])
     for code, count in failures:
         failed.add_metric([code or "unknown"], float(count))
-    audio = CounterMetricFamily(
-        "stt_audio_seconds_processed", "Seconds of audio in succeeded jobs (kept in the database)"
+    # A gauge, not a counter: it is summed from the jobs the database holds, so it falls
+    # when a job is deleted (a counter must never decrease).
+    audio = GaugeMetricFamily(
+        "stt_audio_seconds_succeeded",
+        "Seconds of audio in the succeeded jobs the database holds now (falls on deletion)",
     )
     audio.add_metric([], float(done[0]))
     rtf = GaugeMetricFamily(

@@ -10,6 +10,7 @@ from api import operations as doc
 from api.respond import transcribe
 from api.schemas import ModelCard, ModelList
 from api.state import AppState
+from core.echo import quoted
 from core.errors import ModelNotFound
 from core.model_registry import public_models
 
@@ -75,5 +76,5 @@ async def list_models(stt: AppState, tenant: str) -> ModelList:
 )
 async def get_model(stt: AppState, tenant: str, model_id: str) -> ModelCard:
     if model_id not in public_models(stt.settings):
-        raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
+        raise ModelNotFound(f"the model {quoted(model_id)} does not exist", param="model")
     return _model(model_id, stt)

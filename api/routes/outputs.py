@@ -19,8 +19,9 @@ from core.jobspec import JobOptions
 from core.models import Job, JobStatus
 from core.transcript import Transcript
 
-TEXT = "text/plain; charset=utf-8"
-VTT = "text/vtt; charset=utf-8"
+TEXT = "text/plain"
+VTT = "text/vtt"
+"""Litestar adds `; charset=utf-8` to every `text/` type: named here, it came twice."""
 JSON = "application/json"
 EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
 """The file extension each response format is downloaded with."""
@@ -54,7 +55,9 @@ def render_format(t: Transcript, job: Job, fmt: str, layout: render.SubtitleLayo
         return render.vtt(t, layout)
     if fmt == "verbose_json":
         return render.verbose_json(t, words=True, segments=True, task=options.task)
-    return render.transcript_json(t, job.id, words=options.words)
+    return render.transcript_json(
+        t, job.id, words=options.words, with_usage=options.task == "transcribe"
+    )
 
 
 def requested_format(raw: str | None, job: Job) -> str:

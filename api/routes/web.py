@@ -58,7 +58,7 @@ async def index() -> Response[bytes]:
     """The web app's page."""
     return Response(
         (WEB_DIR / "index.html").read_bytes(),
-        media_type="text/html; charset=utf-8",
+        media_type="text/html",
         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"},
     )
 
@@ -67,9 +67,7 @@ async def index() -> Response[bytes]:
 async def docs(request: Request[Any, Any, State]) -> Response[bytes]:
     """Interactive API docs (Swagger UI) rendered from `/openapi.json`."""
     html = swagger_plugin().render(request, _schema(request))
-    return Response(
-        html, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": CSP}
-    )
+    return Response(html, media_type="text/html", headers={"Content-Security-Policy": CSP})
 
 
 @get("/openapi.json", include_in_schema=False)

@@ -1,7 +1,8 @@
-"""`stt serve` with nothing configured: SQLite, the filesystem broker, a printed first key."""
+"""`stt serve` with nothing configured: SQLite, the filesystem broker, a first key in a file."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,9 +30,13 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveService]:
     stop_service_proc(svc.proc)
 
 
-def test_first_key_is_created_printed_once_and_stored_hashed(embedded: LiveService) -> None:
+def test_first_key_is_created_in_a_private_file_and_stored_hashed(embedded: LiveService) -> None:
     assert embedded.key and embedded.key.startswith("sk-stt-")
-    assert embedded.log().count(embedded.key) == 1
+    key_file = embedded.data_dir / "first-api-key.txt"
+    assert key_file.read_text().strip() == embedded.key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # stdout is not a terminal here (a container's log): the key is not printed, its file is
+    assert embedded.key not in embedded.log() and str(key_file) in embedded.log()
     db = Path(embedded.data_dir / "stt.db").read_bytes()
     assert embedded.key.encode() not in db
 

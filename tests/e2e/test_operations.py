@@ -104,7 +104,7 @@ def test_metrics_after_a_job(service: LiveService) -> None:
     assert 'stt_jobs{state="succeeded"}' in text
     assert 'stt_queue_depth{queue="stt-batch"}' in text
     seconds = [
-        line for line in text.splitlines() if line.startswith("stt_audio_seconds_processed_total ")
+        line for line in text.splitlines() if line.startswith("stt_audio_seconds_succeeded ")
     ]
     assert seconds and float(seconds[0].split()[1]) > 0
     assert "stt_real_time_factor " in text
@@ -121,7 +121,9 @@ def test_logs_are_json_with_ids_and_no_secrets(service: LiveService) -> None:
         timeout=120,
     )
     job_id = r.json()["request_id"]
-    assert r.status_code == 200 and r.headers["x-request-id"] == job_id
+    # the client's request id is kept; the job is named beside it
+    assert r.status_code == 200 and r.headers["x-request-id"] == "trace-1"
+    assert r.headers["x-job-id"] == job_id
     entries: list[dict[str, object]] = []
 
     def logged() -> bool:  # the request's and the job's lines, once both are written

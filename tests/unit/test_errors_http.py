@@ -18,7 +18,7 @@ from litestar import Litestar, get
 from litestar.exceptions import HTTPException
 from litestar.testing import TestClient
 from sqlalchemy import create_engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError, ProgrammingError
 
 from api.app import create_app
 from api.errors import EXCEPTION_HANDLERS, OPENAI_ERROR_TYPES
@@ -442,6 +442,14 @@ def test_liveness(svc: Service) -> None:
     assert svc.client.get("/health/live").json() == {"status": "ok"}
 
 
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready"])
+def test_head_on_health_is_answered_like_get(svc: Service, path: str) -> None:
+    """Load balancers probe with HEAD: the status of GET, no body (never a 405)."""
+    head, got = svc.client.head(path), svc.client.get(path)
+    assert head.status_code == got.status_code != 405
+    assert head.content == b""
+
+
 # --- every error class, in both shapes ----------------------------------------------------
 
 
@@ -461,6 +469,21 @@ async def raise_db() -> None:
     raise OperationalError("SELECT 1", {}, Exception("connection refused"))
 
 
+@get(["/stt/raise-db-interface", "/v1/raise-db-interface"])
+async def raise_db_interface() -> None:
+    raise InterfaceError("SELECT 1", {}, Exception("connection closed"))
+
+
+@get(["/stt/raise-db-data", "/v1/raise-db-data"])
+async def raise_db_data() -> None:
+    raise DataError("SELECT 1", {}, Exception("invalid byte sequence for encoding UTF8: 0x00"))
+
+
+@get(["/stt/raise-db-bug", "/v1/raise-db-bug"])
+async def raise_db_bug() -> None:
+    raise ProgrammingError("SELEC 1", {}, Exception("syntax error"))
+
+
 @get(["/stt/raise-bug", "/v1/raise-bug"])
 async def raise_bug() -> None:
     raise KeyError("secret internal detail")
@@ -469,7 +492,15 @@ async def raise_bug() -> None:
 @pytest.fixture(scope="module")
 def tiny() -> Iterator[TestClient[Litestar]]:
     app = Litestar(
-        route_handlers=[raise_error, raise_http, raise_db, raise_bug],
+        route_handlers=[
+            raise_error,
+            raise_http,
+            raise_db,
+            raise_db_interface,
+            raise_db_data,
+            raise_db_bug,
+            raise_bug,
+        ],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,
     )
@@ -482,6 +513,7 @@ OPENAI_TYPES = {
     429: "rate_limit_error",
     500: "server_error",
     503: "server_error",
+    507: "server_error",
 }
 
 
@@ -535,9 +567,20 @@ def test_http_exceptions(tiny: TestClient[Litestar], prefix: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["/stt", "/v1"])
 def test_database_errors_are_503(tiny: TestClient[Litestar], prefix: str) -> None:
-    r = tiny.get(f"{prefix}/raise-db")
-    assert_error(r, prefix, 503, "service_unavailable")
-    assert r.headers["retry-after"] == "5"
+    for kind in ("raise-db", "raise-db-interface"):
+        r = tiny.get(f"{prefix}/{kind}")
+        assert_error(r, prefix, 503, "service_unavailable")
+        assert r.headers["retry-after"] == "5"
+
+
+@pytest.mark.parametrize("prefix", ["/stt", "/v1"])
+def test_only_connection_errors_are_503(tiny: TestClient[Litestar], prefix: str) -> None:
+    """Bad data is the client's (400); any other driver error is a bug (500), not an outage."""
+    r = tiny.get(f"{prefix}/raise-db-data")
+    assert "NUL" in assert_error(r, prefix, 400, "invalid_request")
+    r = tiny.get(f"{prefix}/raise-db-bug")
+    assert assert_error(r, prefix, 500, "internal_error") == "an unexpected error occurred"
+    assert "syntax" not in r.text
 
 
 @pytest.mark.parametrize("prefix", ["/stt", "/v1"])

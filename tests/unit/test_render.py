@@ -105,7 +105,8 @@ def test_verbose_json_has_openai_segment_fields(transcript: Transcript) -> None:
     assert first["avg_logprob"] == -0.2
     assert first["compression_ratio"] == 1.1
     assert first["no_speech_prob"] == 0.01
-    assert (first["start"], first["end"], first["text"]) == (0.0, 1.25, "Hello world.")
+    # Whisper's (and OpenAI's) segment text keeps its leading space
+    assert (first["start"], first["end"], first["text"]) == (0.0, 1.25, " Hello world.")
     assert segments[2]["temperature"] == 0.2
     assert segments[2]["seek"] == 366150
     json.dumps(body)
@@ -208,3 +209,29 @@ def test_from_dict_defaults() -> None:
 
 def test_words_span_segments(transcript: Transcript) -> None:
     assert [w.word for w in transcript.words] == ["Hello", " world.", "Goodbye."]
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "shown"),
+    [
+        ("Hello.", "en", " Hello."),
+        (" Hello.", "en", " Hello."),  # already Whisper's: not doubled
+        ("你好。", "zh", "你好。"),  # written without spaces: none added
+        ("", "en", ""),
+    ],
+)
+def test_segment_text_keeps_whispers_leading_space(text: str, language: str, shown: str) -> None:
+    t = Transcript(
+        text=text.strip(),
+        language=language,
+        duration=1.0,
+        segments=[Segment(id=0, start=0.0, end=1.0, text=text)],
+    )
+    assert render.verbose_json(t, words=False, segments=True)["segments"][0]["text"] == shown
+    assert render.verbose_json(t, words=False, segments=True)["text"] == text.strip()
+
+
+def test_json_carries_openais_duration_usage(transcript: Transcript) -> None:
+    body = render.transcript_json(transcript, "r", words=False, with_usage=True)
+    assert body["usage"] == {"type": "duration", "seconds": 3701}
+    assert "usage" not in render.transcript_json(transcript, "r", words=False)

@@ -86,7 +86,7 @@ def test_every_format_renders_from_the_stored_transcript(svc: Service) -> None:
     assert [c.text for c in captions.captions] == ["Ask not what"]
     verbose = transcript(svc, job["id"], "verbose_json").json()
     assert [w["word"] for w in verbose["words"]] == ["Ask", " not", " what"]
-    assert verbose["segments"][0]["text"] == "Ask not what" and verbose["language"] == "english"
+    assert verbose["segments"][0]["text"] == " Ask not what" and verbose["language"] == "english"
 
 
 def test_words_are_computed_for_every_job(svc: Service) -> None:
@@ -148,3 +148,19 @@ def test_content_disposition_keeps_unicode_names() -> None:
     assert header.startswith('attachment; filename="Gr__e.srt"')
     assert header.endswith("filename*=UTF-8''Gr%C3%BC%C3%9Fe.srt")
     assert json.dumps(header).isascii()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media"), [("text", "text/plain"), ("srt", "text/plain"), ("vtt", "text/vtt")]
+)
+def test_text_formats_name_their_charset_once(svc: Service, fmt: str, media: str) -> None:
+    job = svc.accepted()
+    finish(svc, job["id"])
+    r = transcript(svc, job["id"], fmt)
+    assert r.headers["content-type"] == f"{media}; charset=utf-8"
+
+
+def test_json_carries_usage(svc: Service) -> None:
+    job = svc.accepted()
+    finish(svc, job["id"])
+    assert transcript(svc, job["id"], "json").json()["usage"] == {"type": "duration", "seconds": 2}
