@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -19,7 +19,7 @@ ENV_TENANT = "default"
 """The tenant of the key given in STT_API_KEY."""
 
 
-def presented_key(request: Request[Any, Any, Any]) -> str | None:
+def presented_key(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
@@ -30,7 +30,7 @@ def presented_key(request: Request[Any, Any, Any]) -> str | None:
 
 
 async def authenticate(
-    request: Request[Any, Any, Any],
+    request: ASGIConnection[Any, Any, Any, Any],
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     limiter: RateLimiter | None = None,
@@ -42,6 +42,18 @@ async def authenticate(
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
+    return await tenant_of(key, settings, sessions, limiter)
+
+
+async def tenant_of(
+    key: str,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    limiter: RateLimiter | None = None,
+) -> str:
+    """The tenant of a presented key (401 unless known and not revoked; 429 over its rate)."""
+    if settings.api.auth_disabled:
+        return ENV_TENANT
     digest = hash_key(key)
     if settings.api.key and hmac.compare_digest(key.encode(), settings.api.key.encode()):
         if limiter is not None:

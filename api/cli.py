@@ -61,6 +61,15 @@ def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen([sys.executable, "-m", "worker"]) for _ in range(count)]
 
 
+def start_streaming_workers(settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """Streaming workers for `/stt/websocket`; they need Redis, so none on the embedded
+    default (where realtime answers an error event naming REDIS_URL)."""
+    if not settings.broker.redis_url:
+        return []
+    count = settings.realtime.embedded_workers
+    return [subprocess.Popen([sys.executable, "-m", "worker", "--realtime"]) for _ in range(count)]
+
+
 def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     for proc in workers:
         if proc.poll() is None:
@@ -78,7 +87,7 @@ def serve(settings: Settings, workers: int) -> None:
     settings.storage.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database.url)
     ensure_first_key(settings)
-    procs = start_workers(workers)
+    procs = start_workers(workers) + start_streaming_workers(settings)
     print(
         f"Serving on http://{settings.api.host}:{settings.api.port} "
         f"({workers} worker process(es) beside the API)",

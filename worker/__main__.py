@@ -18,6 +18,12 @@ from worker.reconciler import start_reconciler
 def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)
+    args = argv if argv is not None else sys.argv[1:]
+    if "--realtime" in args:  # a streaming worker (realtime sessions), not a Celery one
+        from worker.realtime.pool import main as realtime_main
+
+        realtime_main(settings)
+        return
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
     interval = max(settings.workers.stale_after_s / 3, 2.0)
@@ -33,7 +39,6 @@ def main(argv: list[str] | None = None) -> None:
         # letting it finish, then closes the pool.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    args = argv if argv is not None else sys.argv[1:]
     app.worker_main(
         [
             "worker",
