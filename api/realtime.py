@@ -291,7 +291,7 @@ class Relay:
                 )
             decoded = await self.redis.hget(self.keys.state, "decoded_s")
             lag = self.sent_s - float(decoded or 0.0)
-            if lag > self.limits.max_buffer_s:
+            if decoded is not None and lag > self.limits.max_buffer_s:
                 raise Ended(
                     SessionError(
                         429,

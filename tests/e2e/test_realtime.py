@@ -7,11 +7,14 @@ Postgres and Redis; the failover test runs two streaming workers of its own and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,11 @@ import numpy as np
 import pytest
 import redis
 from cartesia import AsyncCartesia
+from websockets.exceptions import ConnectionClosed
 
 from api.cli import create_key
 from core.audio import SAMPLE_RATE, decode
+from core.realtime import ACTIVE
 from core.settings import load_settings
 from tests.conftest import SERVICE_ENV
 from tests.realtime_client import Received, pcm16, stream, ws_url
@@ -223,10 +228,8 @@ LIMITS_ENV = {
 
 
 @pytest.fixture(scope="module")
-def limited(
-    tmp_path_factory: pytest.TempPathFactory, module_redis_url: str
-) -> Iterator[tuple[LiveService, list[str]]]:
-    """A service with tight limits (its own Postgres db, the module's Redis on db+...)."""
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+    """A service with tight limits, on its own Postgres and Redis databases."""
     from tests.conftest import _claim_redis_db, _create_database, _drop_database, _release_redis_db
 
     db = _create_database()
@@ -240,23 +243,42 @@ def limited(
         wait_streaming_ready(svc)
         settings = load_settings({"DATABASE_URL": pg})
         keys = [create_key(settings, f"k{i}", f"tenant-{i}")[0] for i in range(2)]
-        yield svc, [str(svc.key), *keys]
+        yield Limited(svc, [str(svc.key), *keys], redis_url)
     finally:
         stop_service_proc(svc.proc)
         _release_redis_db(redis_url, handle)
         _drop_database(db)
 
 
-async def _hold_then(svc: LiveService, hold: list[str], probe: str) -> Received:
-    """Open sessions with `hold` keys (kept open), then one with `probe`; its events."""
+@dataclass
+class Limited:
+    svc: LiveService
+    keys: list[str]
+    redis_url: str
+
+    def active(self) -> int:
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            return int(client.zcard(ACTIVE))
+        finally:
+            client.close()
+
+
+async def _hold_then(limited: Limited, hold: list[str], probe: str) -> Received:
+    """Open sessions with `hold` keys (kept open, counted), then one with `probe`."""
     from websockets.asyncio.client import connect
 
+    svc = limited.svc
+    await asyncio.to_thread(wait_until, lambda: limited.active() == 0, 30, "no open session")
     held = []
     try:
         for key in hold:
             ws = await connect(url(svc), additional_headers={"Authorization": f"Bearer {key}"})
             held.append(ws)
             await ws.send(pcm16(np.zeros(1600, np.float32)))
+        await asyncio.to_thread(
+            wait_until, lambda: limited.active() == len(hold), 30, "the held sessions"
+        )
         return await stream(
             url(svc),
             np.zeros(1600, np.float32),
@@ -267,16 +289,16 @@ async def _hold_then(svc: LiveService, hold: list[str], probe: str) -> Received:
             await ws.close()
 
 
-def test_sessions_per_key_limit(limited: tuple[LiveService, list[str]]) -> None:
-    svc, keys = limited
-    got = asyncio.run(_hold_then(svc, [keys[0]], keys[0]))
+def test_sessions_per_key_limit(limited: Limited) -> None:
+    keys = limited.keys
+    got = asyncio.run(_hold_then(limited, [keys[0]], keys[0]))
     assert got.events[0]["type"] == "error" and got.events[0]["status_code"] == 429
     assert "per key" in got.events[0]["message"] and got.close_code == 1013
 
 
-def test_sessions_total_limit(limited: tuple[LiveService, list[str]]) -> None:
-    svc, keys = limited
-    got = asyncio.run(_hold_then(svc, keys[:2], keys[2]))
+def test_sessions_total_limit(limited: Limited) -> None:
+    keys = limited.keys
+    got = asyncio.run(_hold_then(limited, keys[:2], keys[2]))
     assert got.events[0]["type"] == "error" and "in all" in got.events[0]["message"]
     assert got.close_code == 1013
 
@@ -287,30 +309,31 @@ async def _idle(svc: LiveService) -> Received:
     got = Received()
     async with connect(url(svc), additional_headers=svc.headers()) as ws:
         await ws.send(pcm16(np.zeros(1600, np.float32)))
-        async for message in ws:  # nothing more is sent: the server must end it
-            got.events.append(__import__("json").loads(message))
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:  # nothing more is sent: the server must end it
+                got.events.append(json.loads(message))
         got.close_code = ws.close_code
     return got
 
 
-def test_idle_timeout(limited: tuple[LiveService, list[str]]) -> None:
-    got = asyncio.wait_for(_idle(limited[0]), 60)
+def test_idle_timeout(limited: Limited) -> None:
+    got = asyncio.wait_for(_idle(limited.svc), 60)
     result = asyncio.run(got)
     assert result.events[-1]["error_code"] == "idle_timeout" and result.close_code == 1008
 
 
-def test_max_session_length(limited: tuple[LiveService, list[str]]) -> None:
-    svc = limited[0]
-    silence = np.zeros(20 * SAMPLE_RATE, dtype=np.float32)  # longer than the 6 s allowed
-    got = asyncio.run(stream(url(svc), silence, headers=svc.headers(), speed=1.5))
+def test_max_session_length(limited: Limited) -> None:
+    svc = limited.svc
+    silence = np.zeros(12 * SAMPLE_RATE, dtype=np.float32)  # longer than the 6 s allowed
+    got = asyncio.run(stream(url(svc), silence, headers=svc.headers()))
     assert got.events[-1]["error_code"] == "session_too_long", got.events
     assert got.close_code == 1008
 
 
 def test_backpressure_when_sending_faster_than_real_time(
-    limited: tuple[LiveService, list[str]],
+    limited: Limited,
 ) -> None:
-    svc = limited[0]
+    svc = limited.svc
     speech = np.concatenate([audio_of(JFK)] * 6)  # 66 s of speech, sent as fast as possible
     got = asyncio.run(stream(url(svc), speech, headers=svc.headers(), speed=1000.0))
     errors = got.of_type("error")

@@ -22,6 +22,7 @@ from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from core.errors import ConfigError
+from core.model_registry import resolve_model
 from core.queues import make_celery
 from core.realtime import PLACEMENTS, WORKER_GROUP, Checkpoint, SessionKeys, SessionSpec
 from core.settings import Settings
@@ -144,8 +145,14 @@ class StreamingWorker:
                 if self.claim(spec):
                     self.start(spec)
 
+    def preload(self) -> None:
+        """Load the model sessions will most likely ask for, before taking any."""
+        spec = self.settings.realtime.model or resolve_model("ink-whisper", self.settings).spec
+        self.ctx.model_for(spec)
+
     def serve(self) -> None:
         ensure_group(self.redis)
+        self.preload()
         log.info("streaming worker %s ready.", self.name)
         while not self.stopping.is_set():
             try:
