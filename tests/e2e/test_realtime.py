@@ -56,7 +56,7 @@ MARGIN = 0.15
 
 def wait_streaming_ready(svc: LiveService, count: int = 1, timeout: float = 90.0) -> None:
     wait_until(
-        lambda: svc.log().count("streaming worker") >= count,
+        lambda: svc.log().count("is taking sessions") >= count,
         timeout,
         "a streaming worker to become ready",
     )
@@ -85,10 +85,10 @@ def audio_of(name: str) -> np.ndarray[Any, np.dtype[np.float32]]:
     return decode(clip(name).path)
 
 
-def check_text(reference_names: list[str], text: str) -> None:
+def check_text(reference_names: list[str], text: str, detail: object = "") -> None:
     reference = " ".join(clip(n).reference for n in reference_names)
     baseline = max(clip(n).baseline_error for n in reference_names)
-    assert error_rate(reference, text, "en") <= baseline + MARGIN, text
+    assert error_rate(reference, text, "en") <= baseline + MARGIN, (text, detail)
 
 
 # -- the official SDK -----------------------------------------------------------------------
@@ -367,7 +367,7 @@ def test_worker_killed_mid_session_moves_the_session(
     try:
         wait_until(
             lambda: (
-                all("ready." in log.read_text() for log in logs if log.exists())
+                all("taking sessions" in log.read_text() for log in logs if log.exists())
                 and all(log.exists() for log in logs)
             ),
             90,
@@ -377,6 +377,7 @@ def test_worker_killed_mid_session_moves_the_session(
         gap = np.zeros(SAMPLE_RATE, dtype=np.float32)
         audio = np.concatenate([audio_of(names[0]), gap, audio_of(names[1])])
         killed: list[int] = []
+        checkpoints: list[str] = []
 
         async def kill_owner_after_first_final(frame: int) -> None:
             if killed or frame < 20:
@@ -395,6 +396,7 @@ def test_worker_killed_mid_session_moves_the_session(
             victim = next(w for w in workers if w.pid == pid)
             kill_group(victim, signal.SIGKILL)
             killed.append(pid)
+            checkpoints.append(str(client.hget(finals[0], "checkpoint")))
 
         got = asyncio.run(
             stream(
@@ -408,7 +410,12 @@ def test_worker_killed_mid_session_moves_the_session(
         assert killed, "the serving worker was never killed (no final before the end?)"
         kinds = [e["type"] for e in got.events]
         assert kinds[-2:] == ["flush_done", "done"], kinds
-        check_text(names, got.final_text)
+        trace = [
+            (round(t, 1), e.get("is_final"), e.get("text"))
+            for t, e in zip(got.times, got.events, strict=True)
+        ]
+        (tmp_path / "trace.json").write_text(json.dumps([killed, checkpoints, trace, got.events]))
+        check_text(names, got.final_text, (killed, trace))
     finally:
         client.close()
         for w in workers:

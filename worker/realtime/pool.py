@@ -153,7 +153,7 @@ class StreamingWorker:
     def serve(self) -> None:
         ensure_group(self.redis)
         self.preload()
-        log.info("streaming worker %s ready.", self.name)
+        log.info("streaming worker %s is taking sessions", self.name)
         while not self.stopping.is_set():
             try:
                 self.poll()
