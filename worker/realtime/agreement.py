@@ -167,8 +167,10 @@ class StreamState:
             self.final_end = max(self.final_end, self.window_start)
 
     def _decode_window(self) -> list[Word]:
-        prompt = (self.prompt + "".join(w.text for w in self.committed))[-200:]
-        return [w.shifted(self.window_start) for w in self.decode(self.window, prompt.strip())]
+        # No prompt from the text already heard: given one, Whisper drops words that repeat
+        # it (JFK's "ask what you can do for" right after "... can do for you" vanished).
+        # The window itself (not trimmed before a final) is the context.
+        return [w.shifted(self.window_start) for w in self.decode(self.window, "")]
 
     def _fresh(self, words: list[Word], committed: list[Word]) -> list[Word]:
         """The decoded words past what is committed (whisper_streaming's insert rule)."""
