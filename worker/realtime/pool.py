@@ -9,6 +9,7 @@ again, on whichever worker reads it first.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -24,7 +25,15 @@ from redis.exceptions import RedisError, ResponseError
 from core.errors import ConfigError
 from core.model_registry import resolve_model
 from core.queues import make_celery
-from core.realtime import PLACEMENTS, WORKER_GROUP, Checkpoint, SessionKeys, SessionSpec
+from core.realtime import (
+    PLACEMENTS,
+    WORKER_GROUP,
+    Checkpoint,
+    SessionError,
+    SessionKeys,
+    SessionSpec,
+    error_event,
+)
 from core.settings import Settings
 from worker.context import WorkerContext
 from worker.realtime.agreement import StreamState
@@ -110,6 +119,13 @@ class StreamingWorker:
                 session.run()
             except Exception:
                 log.exception("realtime session %s failed", spec.sid)
+                failed = SessionError(
+                    500, "transcription_failed", "Transcription failed", "the session failed"
+                )
+                session.redis.xadd(
+                    SessionKeys(spec.sid).outbound,
+                    {"e": json.dumps(error_event(spec.sid, failed))},
+                )
             finally:
                 session.redis.close()
 
