@@ -18,7 +18,7 @@ from api.keycache import KeyCache
 from api.observe import HttpMetrics, observe
 from api.operations import COMPONENTS
 from api.ratelimit import RateLimiter
-from api.routes import cartesia, health, jobs, metrics, openai, outputs, web
+from api.routes import cartesia, health, jobs, metrics, openai, outputs, realtime, web
 from api.state import AppState
 from api.waiter import JobWaiter
 from core.db import async_session_factory, make_async_engine, make_engine
@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     app = Litestar(
         route_handlers=[
             cartesia.stt,
+            realtime.stt_websocket,
             openai.transcriptions,
             openai.translations,
             openai.list_models,

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Request
+from litestar.connection import ASGIConnection
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +21,7 @@ ENV_TENANT = "default"
 """The tenant of the key given in STT_API_KEY."""
 
 
-def presented_key(request: Request[Any, Any, Any]) -> str | None:
+def presented_key(request: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     auth = request.headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
@@ -39,7 +39,7 @@ class Caller:
 
 
 async def authenticate(
-    request: Request[Any, Any, Any],
+    request: ASGIConnection[Any, Any, Any, Any],
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     limiter: RateLimiter | None = None,
@@ -53,7 +53,7 @@ async def authenticate(
 
 
 async def authenticate_caller(
-    request: Request[Any, Any, Any],
+    request: ASGIConnection[Any, Any, Any, Any],
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
 ) -> Caller:
@@ -64,12 +64,37 @@ async def authenticate_caller(
     key = presented_key(request)
     if key is None:
         raise Unauthorized("no API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`")
+    app_state = getattr(request.app.state, "stt", None)
+    return await caller_of(key, settings, sessions, getattr(app_state, "keys", None))
+
+
+async def tenant_of(
+    key: str,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    limiter: RateLimiter | None = None,
+    cache: KeyCache | None = None,
+) -> str:
+    """The tenant of a presented key (401 unless known and not revoked; 429 over its rate)."""
+    if settings.api.auth_disabled:
+        return ENV_TENANT
+    caller = await caller_of(key, settings, sessions, cache)
+    if limiter is not None:
+        await limiter.check(caller.identity)
+    return caller.tenant
+
+
+async def caller_of(
+    key: str,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    cache: KeyCache | None = None,
+) -> Caller:
+    """Who a presented key is (401 unless known and not revoked), not counted."""
     digest = hash_key(key)
     identity = digest[:32]
     if settings.api.key and hmac.compare_digest(key.encode(), settings.api.key.encode()):
         return Caller(ENV_TENANT, identity)
-    app_state = getattr(request.app.state, "stt", None)
-    cache: KeyCache | None = getattr(app_state, "keys", None)
     tenant = cache.get(digest) if cache is not None else None
     if tenant is not None:
         return Caller(tenant, identity)

@@ -91,6 +91,15 @@ def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen(argv) for argv in argvs]
 
 
+def start_streaming_workers(settings: Settings) -> list[subprocess.Popen[bytes]]:
+    """Streaming workers for `/stt/websocket`; they need Redis, so none on the embedded
+    default (where realtime answers an error event naming REDIS_URL)."""
+    if not settings.broker.redis_url:
+        return []
+    count = settings.realtime.embedded_workers
+    return [subprocess.Popen([sys.executable, "-m", "worker", "--realtime"]) for _ in range(count)]
+
+
 def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
     for proc in workers:
         if proc.poll() is None:
@@ -154,7 +163,7 @@ def serve(settings: Settings, workers: int) -> None:
         migrate(settings.database.url)  # once, here, before any API process starts
     ensure_first_key(settings)
     prepare_metrics_dir(settings)
-    procs = start_workers(workers)
+    procs = start_workers(workers) + start_streaming_workers(settings)
     announce_when_accepting(
         settings.api.host,
         settings.api.port,

@@ -11,7 +11,6 @@ at once.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import time
@@ -25,7 +24,7 @@ from litestar import Response
 from sqlalchemy import Engine, Executable, Row, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.errors import InvalidRequest
+from api.cursors import make_cursor, parse_cursor
 from core.jobview import job_json
 from core.models import Job, JobStatus
 
@@ -233,17 +232,3 @@ class JobReads:
             "has_more": more,
             "next_cursor": make_cursor(page[-1].created_at, page[-1].id) if more and page else None,
         }
-
-
-def make_cursor(created_at: datetime, job_id: str) -> str:
-    raw = json.dumps([created_at.isoformat(), job_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def parse_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        return datetime.fromisoformat(created), str(job_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidRequest("cursor is not valid", param="cursor") from exc

@@ -2,49 +2,19 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import re
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import and_, or_, select
 
+from api.cursors import make_cursor, parse_cursor
 from api.state import AppState
 from core.echo import quoted
-from core.errors import InvalidRequest, NotFound
+from core.errors import NotFound
 from core.models import Job, JobStatus, is_id
 
 
 def cursor_of(job: Job) -> str:
-    raw = json.dumps([job.created_at.isoformat(), job.id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-MAX_CURSOR = 200
-"""A cursor made by :func:`cursor_of` is about 90 characters."""
-
-
-def parse_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (created_at, id) a page ended at; 400 for anything :func:`cursor_of` did not make
-    (decoded strictly: URL-safe base64 of a JSON pair of an aware ISO time and a job id)."""
-    invalid = InvalidRequest("cursor is not valid", param="cursor")
-    if len(cursor) > MAX_CURSOR or not _CURSOR.fullmatch(cursor):
-        raise invalid
-    try:
-        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
-        created, job_id = json.loads(raw)
-        if not (isinstance(created, str) and isinstance(job_id, str) and is_id(job_id)):
-            raise invalid
-        when = datetime.fromisoformat(created)
-    except (ValueError, TypeError) as exc:
-        raise invalid from exc
-    if when.tzinfo is None or when.isoformat() != created:  # exactly what cursor_of wrote
-        raise invalid
-    return when, job_id
-
-
-_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
+    return make_cursor(job.created_at, job.id)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from bench.suite import (
 )
 from bench.support import ROOT
 
-PARTS = ("engine", "overhead", "pool", "api")
+PARTS = ("engine", "overhead", "pool", "api", "realtime")
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             if "api" in only:
                 print("figures 4 and 5: API under load, upload memory ...", flush=True)
                 figures += api_figures(services, cfg, ids)
+            if "realtime" in only:  # its own services: python -m bench.realtime alone
+                from bench.realtime import measure
+
+                print("realtime: latency, WER, sessions per worker ...", flush=True)
+                models = ("tiny.en",) if args.quick else ("tiny.en", "base")
+                results["realtime"] = [measure(m, 3, 4, 3.0) for m in models]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -134,6 +134,7 @@ class Services:
             "STT_MAX_QUEUED_TOTAL": "1000000",
             "STT_RATE_LIMIT_PER_MINUTE": "0",  # measure capacity, not the per-key limit
             "STT_POLL_LIMIT_PER_MINUTE": "0",
+            "STT_RT_EMBEDDED_WORKERS": "0",  # bench/realtime.py starts its own
             **extra,
         }
 

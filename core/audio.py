@@ -113,6 +113,12 @@ def _raw_to_float(data: bytes, fmt: RawFormat) -> Audio:
     return np.nan_to_num(samples.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
 
 
+def raw_to_float(data: bytes, fmt: RawFormat) -> Audio:
+    """Headerless PCM bytes as float32 samples at their own rate (a trailing partial
+    sample is ignored)."""
+    return _raw_to_float(data, fmt)
+
+
 def probe_duration(path: Path, raw: RawFormat | None = None) -> float:
     """Seconds of audio in the file; raises UnsupportedMedia when nothing decodes."""
     if raw is not None:

@@ -731,6 +731,67 @@ class ChunksSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RealtimeSettings:
+    """Realtime transcription over WebSocket (`/stt/websocket`) on streaming workers."""
+
+    sessions_per_key: int = setting(
+        4,
+        env="STT_RT_SESSIONS_PER_KEY",
+        read=_positive(int),
+        help="open realtime sessions one tenant may hold (over it: an error event, close 1013)",
+    )
+    sessions_total: int = setting(
+        64,
+        env="STT_RT_SESSIONS_TOTAL",
+        read=_positive(int),
+        help="open realtime sessions in all (over it: an error event, close 1013)",
+    )
+    worker_sessions: int = setting(
+        4,
+        env="STT_RT_WORKER_SESSIONS",
+        read=_positive(int),
+        help="sessions one streaming worker (`python -m worker --realtime`) serves at once",
+    )
+    embedded_workers: int = setting(
+        1,
+        env="STT_RT_EMBEDDED_WORKERS",
+        read=_int,
+        help="streaming workers `stt serve` starts beside the API when `REDIS_URL` is set",
+    )
+    model: str | None = setting(
+        None,
+        env="STT_RT_MODEL",
+        read=_optional,
+        help="the model spec streaming workers run (unset: what the public name resolves to)",
+    )
+    idle_timeout_s: float = setting(
+        30.0,
+        env="STT_RT_IDLE_TIMEOUT_S",
+        read=_positive(float),
+        help="a session with no message from its client this long is closed",
+    )
+    max_session_s: float = setting(
+        3600.0,
+        env="STT_RT_MAX_SESSION_S",
+        read=_positive(float),
+        help="the longest a session may last (seconds of wall time)",
+    )
+    max_buffer_s: float = setting(
+        20.0,
+        env="STT_RT_MAX_BUFFER_S",
+        read=_positive(float),
+        help="seconds of audio a client may send ahead of what its worker has decoded "
+        "(sending faster than real time beyond it: an error event, close 1008)",
+    )
+    lease_s: float = setting(
+        3.0,
+        env="STT_RT_LEASE_S",
+        read=_positive(float),
+        help="a streaming worker silent this long loses its sessions to another worker",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the service reads from its environment, in groups."""
 
@@ -747,6 +808,7 @@ class Settings:
     guard: GuardSettings
     subtitles: SubtitlesSettings
     chunks: ChunksSettings
+    realtime: RealtimeSettings
 
 
 def groups() -> dict[str, type[Any]]:

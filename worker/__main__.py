@@ -17,9 +17,11 @@ from core.queues import TRANSCRIPTION_QUEUES, WEBHOOK_QUEUES
 from core.settings import Settings, load_settings
 from core.startup import check_database, check_storage, fatal_start_errors
 from worker.celery_app import create_worker_app
+from worker.realtime.pool import main as realtime_main
 from worker.reconciler import start_reconciler, sweep_interval
 
 WEBHOOKS_FLAG = "--webhooks"
+REALTIME_FLAG = "--realtime"
 
 
 def celery_argv(settings: Settings, *, webhooks: bool) -> list[str]:
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         check_storage(settings)
         check_database(settings.database.url)
     configure_logging(settings.logs.level, settings.logs.format)
+    if REALTIME_FLAG in args:  # a streaming worker (realtime sessions), not a Celery one
+        realtime_main(settings)
+        return
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]
 

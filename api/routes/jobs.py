@@ -19,8 +19,9 @@ from api.schemas import JobList, JobResponse, typed
 from api.service import drop_audio
 from api.state import AppState
 from core.audio import raw_format
+from core.echo import quoted
 from core.errors import InvalidRequest, NotFound
-from core.models import Job, JobStatus
+from core.models import Job, JobStatus, is_id
 
 MAX_PAGE = 100
 
@@ -84,13 +85,15 @@ async def get_job(
     answer 304 when the job is as the caller last saw it (see api.job_reads). Polls of one's
     own job count against the per-job poll limit, not the key's."""
     seconds = _wait_param(wait, stt.settings.limits.max_wait_s)
+    if not is_id(job_id):  # never a query: a NUL byte or a 60 KB id is a plain 404
+        raise NotFound(f"no job {quoted(job_id)}")
     job = await stt.reads.one(caller.tenant, job_id)
     await stt.limiter.check_poll(caller.identity, job_id if job is not None else None)
     if job is not None and seconds > 0 and not job.ended:
         await stt.waiter.wait(job_id, seconds, changed_from=job.status)
         job = await stt.reads.one(caller.tenant, job_id)
     if job is None:
-        raise NotFound(f"no job {job_id!r}")
+        raise NotFound(f"no job {quoted(job_id)}")
     return respond(job, request.headers.get("if-none-match"))
 
 

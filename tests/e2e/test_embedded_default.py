@@ -76,6 +76,21 @@ def test_streams_without_redis(embedded: LiveService) -> None:
     assert error_rate(c.reference, done.text, "en") <= 0.15  # type: ignore[union-attr]
 
 
+def test_realtime_says_it_needs_redis(embedded: LiveService) -> None:
+    """No Redis, no streaming workers: the socket answers one clear error event, then 1011."""
+    import asyncio
+
+    import numpy as np
+
+    from tests.realtime_client import stream, ws_url
+
+    url = ws_url(embedded.url, model="ink-whisper", encoding="pcm_s16le", sample_rate=16000)
+    got = asyncio.run(stream(url, np.zeros(1600, np.float32), headers=embedded.headers()))
+    assert [e["type"] for e in got.events] == ["error"], got.events
+    assert got.events[0]["status_code"] == 503 and "REDIS_URL" in got.events[0]["message"]
+    assert got.close_code == 1011
+
+
 def test_second_start_does_not_print_a_new_key(embedded: LiveService) -> None:
     """The key exists in the database now, so a restart on the same data dir makes none."""
     second = start_service(embedded.data_dir, {}, workers=0, log_name="second.log")
