@@ -36,7 +36,7 @@ from bench.suite import (
 )
 from tests.support import ROOT
 
-PARTS = ("engine", "overhead", "pool", "api")
+PARTS = ("engine", "overhead", "pool", "api", "diarization")
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -122,6 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             if "api" in only:
                 print("figures 4 and 5: API under load, upload memory ...", flush=True)
                 figures += api_figures(services, cfg, ids)
+            if "diarization" in only:
+                print("diarization: DER, speaker count, cost ...", flush=True)
+                from bench import diarization  # imports the worker's engine only when asked
+
+                results["diarization"] = diarization.run(quick=args.quick)
+                figures += results["diarization"]["figures"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

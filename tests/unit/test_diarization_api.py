@@ -239,7 +239,7 @@ def test_every_format_carries_the_speaker(svc: Service) -> None:
     cues = pysrt.from_string(get("srt"))
     assert [c.text for c in cues] == ["[Linda] Hello there.", "[A] Hi back."]
     captions = webvtt.from_buffer(io.StringIO(get("vtt")))
-    assert [(c.voice, c.text) for c in captions] == [("Linda", "Hello there."), ("A", "Hi back.")]
+    assert [(c.voice, c.text) for c in captions.captions] == [("Linda", "Hello there."), ("A", "Hi back.")]
     job = svc.get(f"{jobs_api.JOBS}/{job_id}").json()
     assert job["result"]["speakers"][0]["speaker"] == "Linda"
 
