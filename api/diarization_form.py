@@ -44,9 +44,15 @@ def _flag(raw: str | None) -> bool:
     return value
 
 
-def check_chunking_strategy(raw: str | None) -> None:
+def check_chunking_strategy(raw: str | None, kind: str | None = None) -> None:
     """OpenAI requires `chunking_strategy` for its diarizing model: `auto` or a server_vad
-    object. Accepted (the server cuts long audio its own way); anything else is a 400."""
+    object (as JSON, or as the SDK's `chunking_strategy[type]` form fields). Accepted (the
+    server cuts long audio its own way); anything else is a 400."""
+    if kind is not None and kind != "server_vad":
+        raise InvalidRequest(
+            'chunking_strategy must be "auto" or a {"type": "server_vad"} object',
+            param="chunking_strategy",
+        )
     if raw is None or raw.strip() in ("", "auto"):
         return
     try:
@@ -65,7 +71,7 @@ def diarization_request(
 ) -> DiarizationRequest:
     """The diarization the form asks for, checked (references only for form: see
     `check_references`)."""
-    check_chunking_strategy(form.get("chunking_strategy"))
+    check_chunking_strategy(form.get("chunking_strategy"), form.get("chunking_strategy[type]"))
     diarize = _flag(form.get("diarize")) or model == DIARIZE_MODEL
     names = form.getlist(f"{NAMES}[]", NAMES)
     references = form.getlist(f"{REFERENCES}[]", REFERENCES)

@@ -81,12 +81,10 @@ def test_openai_sdk_diarized_json_with_a_known_speaker(
             file=f,
             response_format="diarized_json",
             chunking_strategy="auto",
-            extra_body={
-                "known_speaker_names[]": ["Linda"],
-                "known_speaker_references[]": [
-                    "data:audio/wav;base64," + base64.b64encode(reference).decode()
-                ],
-            },
+            known_speaker_names=["Linda"],
+            known_speaker_references=[
+                "data:audio/wav;base64," + base64.b64encode(reference).decode()
+            ],
         )
     assert isinstance(result, TranscriptionDiarized)
     speakers = {s.speaker for s in result.segments}

@@ -103,6 +103,11 @@ def test_the_diarize_model_alias_means_diarization(svc: Service) -> None:
         ),
         ({"diarize": "true", "chunking_strategy": "fixed"}, "invalid_request", "chunking_strategy"),
         (
+            {"diarize": "true", "chunking_strategy[type]": "fixed"},
+            "invalid_request",
+            "chunking_strategy",
+        ),
+        (
             {"diarize": "true", "known_speaker_names[]": "Ann"},
             "invalid_speaker_reference",
             "known_speaker_references",
@@ -239,7 +244,10 @@ def test_every_format_carries_the_speaker(svc: Service) -> None:
     cues = pysrt.from_string(get("srt"))
     assert [c.text for c in cues] == ["[Linda] Hello there.", "[A] Hi back."]
     captions = webvtt.from_buffer(io.StringIO(get("vtt")))
-    assert [(c.voice, c.text) for c in captions.captions] == [("Linda", "Hello there."), ("A", "Hi back.")]
+    assert [(c.voice, c.text) for c in captions.captions] == [
+        ("Linda", "Hello there."),
+        ("A", "Hi back."),
+    ]
     job = svc.get(f"{jobs_api.JOBS}/{job_id}").json()
     assert job["result"]["speakers"][0]["speaker"] == "Linda"
 
