@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 from openai import OpenAI
 from openai.types.audio import TranscriptionDiarized
+from sqlalchemy import func, select
 
+from core.db import make_engine, session_factory
+from core.models import JobChunk
 from tests.conftest import SERVICE_ENV
 from tests.conversations import Conversation, stitch, voice_audio
 from tests.e2e.jobs_client import submit, wait_ended
@@ -121,11 +124,18 @@ def chunking(tmp_path: Path, pg_url: str, redis_url: str) -> Iterator[LiveServic
 
 
 @pytest.mark.timeout(600)
-def test_a_chunked_job_keeps_one_label_per_speaker(chunking: LiveService, tmp_path: Path) -> None:
+def test_a_chunked_job_keeps_one_label_per_speaker(
+    chunking: LiveService, tmp_path: Path, pg_url: str
+) -> None:
     long = stitch(["ls2412", "sense"], 9, seed=5)  # about 70 s: two or three chunks
     assert long.duration > 60
     audio = write(long, tmp_path / "long.wav")
     job = submit(chunking, audio, data={"diarize": "true"}).json()
     body = wait_ended(chunking, job["id"], timeout=500)
     assert body["status"] == "succeeded", body["error"]
+    with session_factory(make_engine(pg_url))() as session:
+        chunks = session.execute(
+            select(func.count()).select_from(JobChunk).where(JobChunk.job_id == job["id"])
+        ).scalar_one()
+    assert chunks >= 2, "the job was cut into chunks"
     labels_match_voices(long, body["result"]["words"])
