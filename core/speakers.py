@@ -102,18 +102,6 @@ def decode_reference(data: bytes, param: str = REFERENCES) -> Audio:
     return audio
 
 
-def known_speakers(names: list[str], references: list[str]) -> list[KnownSpeaker]:
-    """The request's known speakers, every reference decoded and checked (blocking: run it
-    off the event loop)."""
-    check_known_speakers(names, references)
-    known = [
-        KnownSpeaker(n.strip(), data_url_bytes(r)) for n, r in zip(names, references, strict=True)
-    ]
-    for k in known:
-        decode_reference(k.audio)
-    return known
-
-
 def speaker_bound(raw: str | None, param: str) -> int | None:
     """A `min_speakers` / `max_speakers` hint: a whole number from 1 to MAX_SPEAKERS."""
     if raw is None or raw.strip() == "":
