@@ -20,11 +20,16 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from core.audio import RawFormat
 from core.echo import clipped, quoted
 from core.errors import InvalidRequest, PayloadTooLarge
+from core.speakers import MAX_KNOWN, MAX_REFERENCE_FIELD_BYTES, REFERENCES
 from core.storage import Sink, Storage, TeeSink, discard
 
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
+LARGE_FIELDS = frozenset({REFERENCES, f"{REFERENCES}[]"})
+"""Fields that hold audio as data URLs: each up to MAX_REFERENCE_FIELD_BYTES."""
+MAX_LARGE_FIELD_BYTES = MAX_KNOWN * MAX_REFERENCE_FIELD_BYTES
+"""What all of them together may hold."""
 FILE_FIELD = "file"
 BATCH_BYTES = 1024 * 1024
 """Body bytes gathered before the parser (and storage) run on a worker thread."""
@@ -109,6 +114,7 @@ class _Collector:
         self._sink: Sink | None = None
         self._digest = hashlib.sha256()
         self._skip = False
+        self._large_bytes = 0
 
     def callbacks(self) -> dict[str, object]:
         return {
@@ -184,11 +190,20 @@ class _Collector:
             self._sink.write(chunk)
         elif not self._skip:
             self._value += data[start:end]
-            if len(self._value) > MAX_FIELD_BYTES:
+            large = self._name in LARGE_FIELDS
+            limit = MAX_REFERENCE_FIELD_BYTES if large else MAX_FIELD_BYTES
+            if len(self._value) > limit:
                 raise InvalidRequest(
-                    f"field {quoted(self._name)} is longer than {MAX_FIELD_BYTES} bytes",
+                    f"field {quoted(self._name)} is longer than {limit} bytes",
                     param=self._name,
                 )
+            if large:
+                self._large_bytes += size
+                if self._large_bytes > MAX_LARGE_FIELD_BYTES:
+                    raise InvalidRequest(
+                        f"speaker references hold more than {MAX_LARGE_FIELD_BYTES} bytes",
+                        param=self._name,
+                    )
 
     def on_part_end(self) -> None:
         if self._sink is not None:

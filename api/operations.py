@@ -66,11 +66,33 @@ _FORM_FIELDS: dict[str, Schema] = {
         "then transcript.text.done",
     ),
 }
+_DIARIZATION_FIELDS: dict[str, Schema] = {
+    "diarize": Schema(
+        type=OpenAPIType.BOOLEAN,
+        description="who spoke when: `speaker` on each word and `speakers` turns "
+        "(implied by model gpt-4o-transcribe-diarize)",
+    ),
+    "min_speakers": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=32),
+    "max_speakers": Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=32),
+    "known_speaker_names[]": Schema(
+        type=OpenAPIType.ARRAY, items=_STR, max_items=4, description="names of known speakers"
+    ),
+    "known_speaker_references[]": Schema(
+        type=OpenAPIType.ARRAY,
+        items=_STR,
+        max_items=4,
+        description="data URLs (`data:audio/wav;base64,…`) of 2-10 s of each known speaker",
+    ),
+    "chunking_strategy": Schema(
+        type=OpenAPIType.STRING, description='`auto` or a `{"type": "server_vad", …}` object'
+    ),
+}
+_FORM_FIELDS = {**_FORM_FIELDS, **_DIARIZATION_FIELDS}
 TRANSCRIPTION_FORM = _FORM_FIELDS
 TRANSLATION_FORM = {
     k: v
     for k, v in _FORM_FIELDS.items()
-    if k not in ("language", "timestamp_granularities[]", "stream")
+    if k not in ("language", "timestamp_granularities[]", "stream", *_DIARIZATION_FIELDS)
 }
 JOB_FORM = {
     **_FORM_FIELDS,

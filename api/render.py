@@ -6,14 +6,15 @@ import math
 import re
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.languages import NO_SPACE_LANGUAGES, language_name
 from core.settings import Settings
-from core.transcript import Segment, Transcript
+from core.transcript import Segment, Transcript, Word
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+DIARIZED = "diarized_json"
 SUBTITLE_FORMATS = ("srt", "vtt")
 GRANULARITIES = ("word", "segment")
 TRANSLATED_LANGUAGE = "english"
@@ -82,6 +83,39 @@ def verbose_json(
     return body
 
 
+def diarized_segments(t: Transcript) -> list[dict[str, Any]]:
+    """OpenAI's diarized segments (also the stream's `transcript.text.segment` events)."""
+    return [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{i}",
+            "start": sp.start,
+            "end": sp.end,
+            "text": sp.text,
+            "speaker": sp.speaker,
+        }
+        for i, sp in enumerate(t.speakers or [])
+    ]
+
+
+def diarized_json(t: Transcript) -> dict[str, Any]:
+    """OpenAI's `diarized_json` (`openai.types.audio.TranscriptionDiarized`)."""
+    return {
+        "task": "transcribe",
+        "duration": t.duration,
+        "text": t.text,
+        "segments": diarized_segments(t),
+        "usage": {"type": "duration", "seconds": math.ceil(t.duration)},
+    }
+
+
+def plain_text(t: Transcript) -> str:
+    """`text`: the transcript, or for a diarized one a `A: …` line per speaker turn."""
+    if t.speakers is None:
+        return t.text + "\n"
+    return "".join(f"{sp.speaker}: {sp.text}\n" for sp in t.speakers)
+
+
 # --- subtitles -----------------------------------------------------------------------------
 
 
@@ -107,6 +141,7 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
+    speaker: str | None = None
 
     @property
     def text(self) -> str:
@@ -240,7 +275,28 @@ def cues(t: Transcript, layout: SubtitleLayout | None = None) -> list[Cue]:
     """Readable cues: each segment, split with its word timestamps where it is longer than
     `max_lines` lines of `max_line_chars` or lasts more than `max_cue_s`."""
     layout = layout or SubtitleLayout()
+    if t.speakers is not None:
+        return [
+            replace(cue, speaker=speaker)
+            for speaker, s in _speaker_runs(t)
+            for cue in _segment_cues(s, layout)
+        ]
     return [cue for s in t.segments for cue in _segment_cues(s, layout)]
+
+
+def _speaker_runs(t: Transcript) -> list[tuple[str, Segment]]:
+    """A diarized transcript's words cut where the speaker changes, each run a segment."""
+    runs: list[tuple[str, Segment]] = []
+    words: list[Word] = []
+    for w in [*t.words, None]:
+        if words and (w is None or w.speaker != words[-1].speaker):
+            text = "".join(x.word for x in words)
+            segment = Segment(len(runs), words[0].start, words[-1].end, text, words=words)
+            runs.append((words[-1].speaker or "", segment))
+            words = []
+        if w is not None:
+            words.append(w)
+    return runs
 
 
 def clock(seconds: float, sep: str) -> str:
@@ -252,8 +308,10 @@ def clock(seconds: float, sep: str) -> str:
 
 
 def srt(t: Transcript, layout: SubtitleLayout | None = None) -> str:
+    """SubRip; a diarized transcript's cues begin with the speaker, `[A] `."""
     return "".join(
-        f"{i}\n{clock(c.start, ',')} --> {clock(c.end, ',')}\n{c.text}\n\n"
+        f"{i}\n{clock(c.start, ',')} --> {clock(c.end, ',')}\n"
+        f"{f'[{c.speaker}] ' if c.speaker else ''}{c.text}\n\n"
         for i, c in enumerate(cues(t, layout), start=1)
     )
 
@@ -263,7 +321,9 @@ def _vtt_text(text: str) -> str:
 
 
 def vtt(t: Transcript, layout: SubtitleLayout | None = None) -> str:
+    """WebVTT; a diarized transcript's cues carry a voice tag, `<v A>`."""
     return "WEBVTT\n\n" + "".join(
-        f"{clock(c.start, '.')} --> {clock(c.end, '.')}\n{_vtt_text(c.text)}\n\n"
+        f"{clock(c.start, '.')} --> {clock(c.end, '.')}\n"
+        f"{f'<v {_vtt_text(c.speaker)}>' if c.speaker else ''}{_vtt_text(c.text)}\n\n"
         for c in cues(t, layout)
     )

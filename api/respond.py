@@ -13,7 +13,13 @@ from litestar.response import Stream
 from api import render, streaming
 from api.forms import Form
 from api.hangup import wait_or_hang_up
-from api.schemas import JobResponse, TranscriptResponse, VerboseTranscription, typed
+from api.schemas import (
+    DiarizedTranscription,
+    JobResponse,
+    TranscriptResponse,
+    VerboseTranscription,
+    typed,
+)
 from api.service import (
     Received,
     SubmitOptions,
@@ -65,7 +71,9 @@ def render_transcript(
     fmt = spec.response_format
     headers = id_headers(request, job_id)
     if fmt == "text":
-        return Response(t.text + "\n", media_type=TEXT, headers=headers)
+        return Response(render.plain_text(t), media_type=TEXT, headers=headers)
+    if fmt == render.DIARIZED:
+        return Response(typed(render.diarized_json(t), DiarizedTranscription), headers=headers)
     if fmt == "srt":
         return Response(render.srt(t, layout), media_type=TEXT, headers=headers)
     if fmt == "vtt":
@@ -140,7 +148,7 @@ async def stream_transcript(
             await feed.close()
         raise
     return Stream(
-        streaming.transcript_events(state, job_id, feed),
+        streaming.transcript_events(state, job_id, feed, diarized=received.spec.diarize),
         media_type=streaming.MEDIA_TYPE,
         headers={**streaming.HEADERS, **id_headers(request, job_id)},
     )

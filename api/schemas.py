@@ -44,6 +44,17 @@ class WordTimestamp(Struct):
     word: str
     start: float
     end: float
+    speaker: str | UnsetType = UNSET
+    """Who said it (a diarized request)."""
+
+
+class SpeakerTurn(Struct):
+    """Consecutive words of one speaker (a diarized request)."""
+
+    start: float
+    end: float
+    text: str
+    speaker: str
 
 
 class Usage(Struct):
@@ -62,6 +73,7 @@ class TranscriptResponse(Struct):
     words: list[WordTimestamp] | UnsetType = UNSET
     usage: Usage | UnsetType = UNSET
     """OpenAI's `Transcription.usage` (a transcription's, not a translation's)."""
+    speakers: list[SpeakerTurn] | UnsetType = UNSET
 
 
 class VerboseSegment(Struct):
@@ -87,6 +99,27 @@ class VerboseTranscription(Struct):
     segments: list[VerboseSegment] | UnsetType = UNSET
     words: list[WordTimestamp] | UnsetType = UNSET
     usage: Usage | UnsetType = UNSET
+
+
+class DiarizedSegment(Struct):
+    """`openai.types.audio.TranscriptionDiarizedSegment` (and the stream's segment event)."""
+
+    type: Literal["transcript.text.segment"]
+    id: str
+    start: float
+    end: float
+    text: str
+    speaker: str
+
+
+class DiarizedTranscription(Struct):
+    """OpenAI's `diarized_json` (`openai.types.audio.TranscriptionDiarized`)."""
+
+    task: Literal["transcribe"]
+    duration: float
+    text: str
+    segments: list[DiarizedSegment]
+    usage: Usage
 
 
 # --- jobs ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.attach import lock_twins, pending_twin, twin_guard
+from api.diarization_form import DiarizationRequest, check_references, diarization_request
 from api.forms import Form, Upload, read_form
 from api.render import GRANULARITIES, RESPONSE_FORMATS, SUBTITLE_FORMATS
 from api.state import AppState
@@ -58,6 +59,11 @@ class TranscriptionSpec:
     """`transcribe`, or `translate` (to English) on the translation paths."""
     stream: bool = False
     """Answer with server-sent events as the text is recognised."""
+    diarization: DiarizationRequest = field(default_factory=DiarizationRequest)
+
+    @property
+    def diarize(self) -> bool:
+        return self.diarization.diarize
 
     @property
     def words(self) -> bool:
@@ -124,8 +130,12 @@ def parse_spec(
         )
     granularities = _granularities(form)
     stream = _stream(form.get("stream"))
-    # Subtitles are cut into readable cues at word boundaries, so they need word timestamps.
-    word_timestamps = "word" in granularities or response_format in SUBTITLE_FORMATS
+    diarization = diarization_request(form, settings, model.name, response_format)
+    # Subtitles are cut into readable cues at word boundaries, so they need word timestamps;
+    # speakers are put on words, so diarization needs them too.
+    word_timestamps = (
+        "word" in granularities or response_format in SUBTITLE_FORMATS or diarization.diarize
+    )
     temperature = _temperature(form.get("temperature"))
     options = JobOptions(
         word_timestamps=word_timestamps,
@@ -134,6 +144,10 @@ def parse_spec(
         prompt=form.get("prompt") or None,
         temperature=temperature,
         raw=raw,
+        diarize=diarization.diarize,
+        min_speakers=diarization.min_speakers,
+        max_speakers=diarization.max_speakers,
+        known_speakers=diarization.known,
     ).to_dict()
     return TranscriptionSpec(
         model=model.name,
@@ -144,6 +158,7 @@ def parse_spec(
         options=options,
         task=task,
         stream=stream,
+        diarization=diarization,
     )
 
 
@@ -202,6 +217,7 @@ async def receive_upload(
             raise _storage_down(exc) from exc
         try:
             spec = parse_spec(form, state, raw, task)
+            await anyio.to_thread.run_sync(check_references, spec.diarization)
             assert form.file is not None
             probe_path = spool or local
             assert probe_path is not None

@@ -8,6 +8,9 @@ The worker publishes the text as each segment is recognised (Redis pub/sub, on a
 API subscribes to before the job is queued); without Redis the API reads the job's
 `text_so_far` from the database instead. Either way every delta extends what was sent, so
 the deltas joined are exactly the final text, which the `done` event carries.
+
+A diarized request learns who spoke only once the job has ended, so it gets no deltas: one
+`transcript.text.segment` event per speaker turn (with its `speaker`), then the `done` event.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from sqlalchemy import select
 
+from api.render import diarized_segments
 from api.state import AppState
 from core.jobview import failure_of
 from core.models import Job, JobStatus
@@ -145,7 +149,7 @@ async def _outcome(state: AppState, job_id: str) -> Job | None:
 
 
 async def transcript_events(
-    state: AppState, job_id: str, feed: SegmentFeed | None
+    state: AppState, job_id: str, feed: SegmentFeed | None, *, diarized: bool = False
 ) -> AsyncIterator[bytes]:
     """Deltas while the job runs, then `transcript.text.done` (or an error event).
 
@@ -154,7 +158,7 @@ async def transcript_events(
     live = LiveText()
     try:
         ended = False
-        async for chunk in _while_running(state, job_id, feed, live):
+        async for chunk in _while_running(state, job_id, feed, live, deltas=not diarized):
             if chunk == _ENDED:
                 ended = True
             else:
@@ -169,7 +173,7 @@ async def transcript_events(
             f"the database is unavailable; the transcription goes on as job {job_id}",
         )
         return
-    for chunk in _final(job, live):
+    for chunk in _final(job, live, diarized=diarized):
         yield chunk
 
 
@@ -178,7 +182,7 @@ _ENDED = b""
 
 
 async def _while_running(
-    state: AppState, job_id: str, feed: SegmentFeed | None, live: LiveText
+    state: AppState, job_id: str, feed: SegmentFeed | None, live: LiveText, *, deltas: bool = True
 ) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + state.settings.limits.sync_timeout_s
@@ -210,7 +214,7 @@ async def _while_running(
                 if status is None or JobStatus(status).ended:
                     yield _ENDED
                     return
-                delta = live.take()
+                delta = live.take() if deltas else ""
                 if delta:
                     yield event({"type": "transcript.text.delta", "delta": delta})
                     next_keepalive = now + KEEPALIVE_S
@@ -229,11 +233,15 @@ async def _while_running(
             await feed.close()
 
 
-def _final(job: Job | None, live: LiveText) -> list[bytes]:
+def _final(job: Job | None, live: LiveText, *, diarized: bool = False) -> list[bytes]:
     if job is None:
         return [error_event("transcription_failed", "the job disappeared while it ran")]
     if job.status == JobStatus.succeeded.value and job.result is not None:
-        text = Transcript.from_dict(job.result).text
+        transcript = Transcript.from_dict(job.result)
+        text = transcript.text
+        if diarized:
+            segments = [event(segment) for segment in diarized_segments(transcript)]
+            return [*segments, event({"type": "transcript.text.done", "text": text})]
         delta = live.finish(text)
         done = event({"type": "transcript.text.done", "text": text})
         return [event({"type": "transcript.text.delta", "delta": delta}), done] if delta else [done]

@@ -36,7 +36,7 @@ from bench.suite import (
 )
 from bench.support import ROOT
 
-PARTS = ("engine", "overhead", "pool", "api", "realtime")
+PARTS = ("engine", "overhead", "pool", "api", "realtime", "diarization")
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                 print("realtime: latency, WER, sessions per worker ...", flush=True)
                 models = ("tiny.en",) if args.quick else ("tiny.en", "base")
                 results["realtime"] = [measure(m, 3, 4, 3.0) for m in models]
+            if "diarization" in only:
+                print("diarization: DER, speaker count, cost ...", flush=True)
+                from bench import diarization  # imports the worker's engine only when asked
+
+                results["diarization"] = diarization.run(quick=args.quick)
+                figures += results["diarization"]["figures"]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")

@@ -129,6 +129,8 @@ class FailureCode(enum.StrEnum):
     audio_missing = "audio_missing"
     too_many_attempts = "too_many_attempts"
     cancelled = "cancelled"
+    invalid_speaker_reference = "invalid_speaker_reference"
+    """A known speaker's reference holds too little speech (found by the worker's VAD)."""
 
 
 class InvalidSpeakerReference(InvalidRequest):

@@ -6,10 +6,12 @@ Keys left at their default are not stored, so rows written before this type read
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, replace
 from typing import Any
 
 from core.audio import RawFormat
+from core.speakers import KnownSpeaker
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,12 @@ class JobOptions:
     """Set by the worker that cut the job into chunks."""
     filename: str | None = None
     """The uploaded file's name, which names the transcript's downloads."""
+    diarize: bool = False
+    """Label who spoke when (speakers on words, `speakers` segments)."""
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    known_speakers: tuple[KnownSpeaker, ...] = ()
+    """Named reference clips (at most 4 of 2-10 s, checked by the API; base64 in the row)."""
 
     def with_chunk_plan(self, plan: ChunkPlan) -> JobOptions:
         return replace(self, chunked=plan)
@@ -82,6 +90,17 @@ class JobOptions:
             out["chunked"] = self.chunked.to_dict()
         if self.filename is not None:
             out["filename"] = self.filename
+        if self.diarize:
+            out["diarize"] = True
+        if self.min_speakers is not None:
+            out["min_speakers"] = self.min_speakers
+        if self.max_speakers is not None:
+            out["max_speakers"] = self.max_speakers
+        if self.known_speakers:
+            out["known_speakers"] = [
+                {"name": k.name, "audio": base64.b64encode(k.audio).decode("ascii")}
+                for k in self.known_speakers
+            ]
         return out
 
     @classmethod
@@ -102,4 +121,15 @@ class JobOptions:
             response_format=data.get("response_format"),
             chunked=ChunkPlan.from_dict(chunked) if chunked else None,
             filename=data.get("filename"),
+            diarize=bool(data.get("diarize", False)),
+            min_speakers=_optional_int(data.get("min_speakers")),
+            max_speakers=_optional_int(data.get("max_speakers")),
+            known_speakers=tuple(
+                KnownSpeaker(str(k["name"]), base64.b64decode(k["audio"]))
+                for k in data.get("known_speakers") or ()
+            ),
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from core.errors import SttError, TranscriptionFailed, UnsupportedMedia
+from core.errors import InvalidSpeakerReference, SttError, TranscriptionFailed, UnsupportedMedia
 from core.jobspec import JobOptions
 from core.models import JobStatus
 from core.transcript import Transcript
@@ -59,6 +59,8 @@ class JobFailure:
         """The error a synchronous call answers with."""
         if self.code == UnsupportedMedia.code:
             return UnsupportedMedia(self.message)
+        if self.code == InvalidSpeakerReference.code:
+            return InvalidSpeakerReference(self.message, param="known_speaker_references")
         return TranscriptionFailed(self.message)
 
 

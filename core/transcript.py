@@ -12,6 +12,18 @@ class Word:
     start: float
     end: float
     probability: float = 0.0
+    speaker: str | None = None
+    """Who said it, when the job was diarized."""
+
+
+@dataclass(frozen=True)
+class SpeakerSegment:
+    """Consecutive words of one speaker (the `speakers` list, diarized_json's segments)."""
+
+    start: float
+    end: float
+    text: str
+    speaker: str
 
 
 @dataclass(frozen=True)
@@ -37,9 +49,22 @@ class Transcript:
     language_probability: float = 0.0
     dropped_segments: int = 0
     """Segments the hallucination guard removed (invented on silence or noise)."""
+    speakers: list[SpeakerSegment] | None = None
+    """Who spoke when, for a diarized job (None: not diarized)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if self.speakers is None:
+            del data["speakers"]
+        for segment in data["segments"]:
+            for word in segment["words"]:
+                if word["speaker"] is None:
+                    del word["speaker"]
+        return data
+
+    @property
+    def diarized(self) -> bool:
+        return self.speakers is not None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
@@ -54,6 +79,11 @@ class Transcript:
             segments=segments,
             language_probability=data.get("language_probability", 0.0),
             dropped_segments=int(data.get("dropped_segments", 0)),
+            speakers=(
+                None
+                if data.get("speakers") is None
+                else [SpeakerSegment(**sp) for sp in data["speakers"]]
+            ),
         )
 
     @property
@@ -69,6 +99,14 @@ class Transcript:
             "language": self.language,
             "duration": self.duration,
         }
-        if words:
-            body["words"] = [{"word": w.word, "start": w.start, "end": w.end} for w in self.words]
+        if words or self.diarized:
+            body["words"] = [self._word(w) for w in self.words]
+        if self.speakers is not None:
+            body["speakers"] = [asdict(sp) for sp in self.speakers]
         return body
+
+    def _word(self, w: Word) -> dict[str, Any]:
+        out: dict[str, Any] = {"word": w.word, "start": w.start, "end": w.end}
+        if self.diarized:
+            out["speaker"] = w.speaker
+        return out

@@ -11,6 +11,10 @@
 3. The worker that stores the last chunk merges them in order (`merge`) and ends the job.
    Until then each stored chunk raises the job's progress and `text_so_far`.
 
+A diarized job: the planner checks the known speakers' references before fanning out; each
+chunk also embeds the speech it owns (`speaker_windows` in its stored result); the merge
+clusters all of them at once, so a voice keeps one label from the first chunk to the last.
+
 A chunk whose worker died is put back on the queue by the reconciler, like a job; a chunk
 that fails for good fails the job. Cancelling the job stops running chunks at their next
 segment and queued ones when they are claimed.
@@ -20,18 +24,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import select
 
-from core.audio import Audio, iter_decoded, read_window
-from core.errors import FailureCode, UnsupportedMedia
+from core.audio import Audio, decode, iter_decoded, read_window
+from core.errors import FailureCode, InvalidSpeakerReference, UnsupportedMedia
 from core.jobspec import ChunkPlan
 from core.models import Job
 from core.queues import parse_chunk_ref
+from core.transcript import Transcript
 from worker import lifecycle
 from worker.chunk_merge import place, window_of
 from worker.chunk_plan import Plan, PlanStopped, plan_chunks
 from worker.context import WorkerContext
+from worker.diarization import (
+    WINDOWS_KEY,
+    diarize_whole,
+    embed_chunk,
+    embeds,
+    hints_for,
+    label_merged,
+)
 from worker.engine import Cancelled, is_multilingual, transcribe_options
 from worker.heartbeat import chunk_heartbeat, job_heartbeat
 from worker.lifecycle import Claim
@@ -46,11 +60,23 @@ def run_long(ctx: WorkerContext, claim: Claim) -> bool:
     if duration is None or duration <= ctx.settings.chunks.threshold_s:
         return False
     with job_heartbeat(ctx, claim.job_id, float(duration)) as beat:  # ours till fanned out
+        if claim.options.diarize and not _references_usable(ctx, claim):
+            return True
         plan = _plan(ctx, claim, float(duration), beat.stop_requested.is_set)
         if plan is None:
             return True
         language, probability = _language(ctx, claim, plan)
     _fan_out(ctx, claim, plan, language, probability)
+    return True
+
+
+def _references_usable(ctx: WorkerContext, claim: Claim) -> bool:
+    """Check the known speakers' references before any chunk runs (else the job fails)."""
+    try:
+        hints_for(ctx.diarizer(), claim.options)
+    except InvalidSpeakerReference as exc:
+        lifecycle.fail(ctx, claim.job_id, FailureCode.invalid_speaker_reference, exc.message)
+        return False
     return True
 
 
@@ -153,12 +179,44 @@ def run_chunk(ctx: WorkerContext, ref: str) -> None:
                 on_progress=heartbeat.progress,
                 should_stop=heartbeat.stop_requested.is_set,
             )
+            extra = _speaker_windows(ctx, claim, audio, start)
     except Cancelled:
         log.info("chunk %s stopped: job cancelled or chunk taken over", ref)
         return
     placed = place(local, claim.span, start, claim.duration)
-    if lifecycle.store_chunk(ctx, job_id, index, placed):
-        lifecycle.complete_if_done(ctx, job_id)
+    if lifecycle.store_chunk(ctx, job_id, index, placed, extra):
+        finalize = _diarize_merged(ctx, claim.job) if claim.job.options.diarize else None
+        lifecycle.complete_if_done(ctx, job_id, finalize)
+
+
+def _speaker_windows(
+    ctx: WorkerContext, claim: lifecycle.ChunkClaim, audio: Audio, start: float
+) -> dict[str, Any] | None:
+    """The chunk's own speech windows, embedded, for the global clustering at the merge."""
+    if not claim.job.options.diarize:
+        return None
+    diarizer = ctx.diarizer()
+    if not embeds(diarizer):
+        return None  # a backend that cannot split the work diarizes the whole file at the merge
+    lo = 0.0 if claim.span.start_s <= 0 else claim.span.start_s
+    hi = float("inf") if claim.span.end_s >= claim.duration else claim.span.end_s
+    return {WINDOWS_KEY: embed_chunk(diarizer, audio, start, lo, hi)}
+
+
+def _diarize_merged(ctx: WorkerContext, job: Claim) -> lifecycle.Finalize:
+    """The merge's last stage: one clustering over every chunk's windows."""
+
+    def finalize(merged: Transcript, results: list[dict[str, Any]]) -> Transcript:
+        diarizer = ctx.diarizer()
+        hints = hints_for(diarizer, job.options)
+        if embeds(diarizer):
+            windows = [r[WINDOWS_KEY] for r in results if r.get(WINDOWS_KEY)]
+            return label_merged(diarizer, merged, windows, hints)
+        with ctx.storage.local_copy(job.audio_key) as path:
+            audio = decode(path, job.options.raw)
+        return diarize_whole(diarizer, audio, merged, hints)
+
+    return finalize
 
 
 def release_chunk(ctx: WorkerContext, ref: str) -> None:

@@ -1,7 +1,8 @@
 """What a worker process needs, built from settings once per process (after fork).
 
 The context is also where tests swap parts: `load_model`, `transcribe`, `find_speech` (the
-chunk planner's speech finder) and `enqueue_job`/`enqueue_chunk` are plain attributes."""
+chunk planner's speech finder), `make_diarizer` and `enqueue_job`/`enqueue_chunk` are plain
+attributes."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from core.transcript import Transcript
 from worker import engine
 from worker.batching import batch_size_for
 from worker.chunk_plan import SpeechFinder, silero_speech
+from worker.diarize.select import DiarizationConfig, make_diarizer
+from worker.diarize.types import Diarizer
 from worker.engine import EngineConfig, GuardConfig, TranscribeOptions, resolve_device
 from worker.receiver_slots import ReceiverSlots
 
@@ -59,6 +62,8 @@ class WorkerContext:
         self.load_model: ModelLoader = engine.load_model
         self.transcribe: Transcriber = engine.transcribe
         self.find_speech: SpeechFinder = silero_speech
+        self.make_diarizer: Callable[[DiarizationConfig], Diarizer] = make_diarizer
+        self._diarizer: Diarizer | None = None
         self.enqueue_job: Callable[[str, str], None] = lambda job_id, queue: enqueue(
             self.app, job_id, queue
         )
@@ -126,6 +131,12 @@ class WorkerContext:
         """The loaded model (once per process) and the engine settings for it."""
         config = self.engine_config_for(model_spec)
         return self.load_model(model_spec, config, self.settings.storage.model_cache_dir), config
+
+    def diarizer(self) -> Diarizer:
+        """The configured diarization backend, loaded once per process."""
+        if self._diarizer is None:
+            self._diarizer = self.make_diarizer(self.settings.diarization)
+        return self._diarizer
 
     @property
     def worker_name(self) -> str:

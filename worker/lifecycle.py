@@ -11,7 +11,7 @@ webhook sent — the steps the API's cancel takes too (`core.job_end.after_end`)
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -395,8 +395,15 @@ def _raise_progress(session: Session, job_id: str) -> None:
         )
 
 
-def store_chunk(ctx: WorkerContext, job_id: str, index: int, placed: Transcript) -> bool:
-    """Store the chunk's transcript if this process still runs it (so it is stored once)."""
+def store_chunk(
+    ctx: WorkerContext,
+    job_id: str,
+    index: int,
+    placed: Transcript,
+    extra: dict[str, Any] | None = None,
+) -> bool:
+    """Store the chunk's transcript (and `extra` keys beside it in the row's result, such as
+    its speaker windows) if this process still runs it (so it is stored once)."""
     now = utcnow()
     with ctx.db()() as session, session.begin():
         result = session.execute(
@@ -404,7 +411,7 @@ def store_chunk(ctx: WorkerContext, job_id: str, index: int, placed: Transcript)
             .where(_chunk_mine(ctx, job_id, index))
             .values(
                 status=ChunkStatus.succeeded.value,
-                result=placed.to_dict(),
+                result={**placed.to_dict(), **(extra or {})},
                 done_s=placed.duration,
                 completed_at=now,
                 heartbeat_at=now,
@@ -440,9 +447,14 @@ def requeue_stale_chunk(
     return bool(changed)
 
 
-def complete_if_done(ctx: WorkerContext, job_id: str) -> bool:
-    """After a chunk is stored: merge and end the job when every chunk has succeeded, else
-    raise its progress and text so far. Serialised on the job's row, so one merge runs."""
+Finalize = Callable[[Transcript, list[dict[str, Any]]], Transcript]
+"""A last stage on the merged transcript, given every chunk's stored result (diarization)."""
+
+
+def complete_if_done(ctx: WorkerContext, job_id: str, finalize: Finalize | None = None) -> bool:
+    """After a chunk is stored: merge (and `finalize`) and end the job when every chunk has
+    succeeded, else raise its progress and text so far. Serialised on the job's row, so one
+    merge runs."""
     with ctx.db()() as session, session.begin():
         job = session.execute(
             select(Job).where(Job.id == job_id).with_for_update()
@@ -470,20 +482,32 @@ def complete_if_done(ctx: WorkerContext, job_id: str) -> bool:
             job.text_so_far = glue.join(r["text"] for r in texts if r and r["text"]) or None
             job.heartbeat_at = utcnow()
             return False
-        results = session.execute(
-            select(JobChunk.result).where(JobChunk.job_id == job_id).order_by(JobChunk.index)
-        ).scalars()
-        parts = [Transcript.from_dict(r) for r in results if r is not None]
+        results = [
+            r
+            for r in session.execute(
+                select(JobChunk.result).where(JobChunk.job_id == job_id).order_by(JobChunk.index)
+            ).scalars()
+            if r is not None
+        ]
+        parts = [Transcript.from_dict(r) for r in results]
         language = (plan.language if plan else "") or (parts[0].language if parts else "en")
         probability = plan.language_probability if plan else 1.0
-        merged = merge(parts, language, probability, duration)
-        job.status = JobStatus.succeeded.value
-        job.progress = 1.0
-        job.duration = merged.duration
-        job.result = merged.to_dict()
-        job.text_so_far = None
-        job.language = merged.language
-        job.completed_at = utcnow()
+        merged: Transcript | None = merge(parts, language, probability, duration)
+        if finalize is not None and merged is not None:
+            try:
+                merged = finalize(merged, results)
+            except Exception:  # never half-labelled, never stuck running: the job fails
+                log.exception("job %s: the merge's last stage failed", job_id)
+                _fail_row(job, FailureCode.transcription_failed, "speaker diarization failed")
+                merged = None
+        if merged is not None:
+            job.status = JobStatus.succeeded.value
+            job.progress = 1.0
+            job.duration = merged.duration
+            job.result = merged.to_dict()
+            job.text_so_far = None
+            job.language = merged.language
+            job.completed_at = utcnow()
         session.execute(update(JobChunk).where(JobChunk.job_id == job_id).values(result=None))
     log.info("job %s: %d chunks merged", job_id, len(chunks))
     ended(ctx, job_id)

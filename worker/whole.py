@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 
 from core.audio import decode
-from core.errors import FailureCode, UnsupportedMedia
+from core.errors import FailureCode, InvalidSpeakerReference, UnsupportedMedia
 from core.notify import TextUpdate, segments_channel
 from worker import lifecycle
 from worker.context import WorkerContext
+from worker.diarization import TRANSCRIBE_SHARE, diarize_whole, hints_for
+from worker.diarize.types import Hints
 from worker.engine import Cancelled, transcribe_options
 from worker.heartbeat import job_heartbeat
 from worker.lifecycle import Claim
@@ -38,7 +40,7 @@ class TextPublisher:
 
 
 def run_whole(ctx: WorkerContext, claim: Claim) -> None:
-    """Transcribe a claimed job in one piece and store its transcript."""
+    """Transcribe a claimed job in one piece (then diarize it, if asked) and store it."""
     job_id = claim.job_id
     try:
         # An object store's audio is streamed to this machine's scratch dir for the decode.
@@ -50,14 +52,20 @@ def run_whole(ctx: WorkerContext, claim: Claim) -> None:
     except FileNotFoundError:
         lifecycle.fail(ctx, job_id, FailureCode.audio_missing, "the job's audio is gone")
         return
+    diarize = claim.options.diarize
+    duration = len(audio) / 16000
+    share = TRANSCRIBE_SHARE if diarize else 1.0
     try:
-        with job_heartbeat(ctx, job_id, len(audio) / 16000) as beat:
+        with job_heartbeat(ctx, job_id, duration) as beat:
             # A first model load can outlast the stale window: the heartbeat covers it.
+            hints = _hints(ctx, claim) if diarize else None
+            if diarize and hints is None:
+                return
             model, config = ctx.model_for(claim.model_spec)
             publish = TextPublisher(ctx, job_id) if claim.options.stream else None
 
             def progress(seconds_done: float, text: str) -> None:
-                beat.progress(seconds_done, text)
+                beat.progress(seconds_done * share, text)
                 if publish is not None:
                     publish(seconds_done, text)
 
@@ -69,7 +77,19 @@ def run_whole(ctx: WorkerContext, claim: Claim) -> None:
                 on_progress=progress,
                 should_stop=beat.stop_requested.is_set,
             )
+            if hints is not None:
+                beat.progress(duration * share, transcript.text)
+                transcript = diarize_whole(ctx.diarizer(), audio, transcript, hints)
     except Cancelled:
         log.info("job %s stopped: cancelled or taken over", job_id)
         return
     lifecycle.finish(ctx, job_id, transcript)
+
+
+def _hints(ctx: WorkerContext, claim: Claim) -> Hints | None:
+    """The job's diarization hints; None (the job failed) for an unusable reference."""
+    try:
+        return hints_for(ctx.diarizer(), claim.options)
+    except InvalidSpeakerReference as exc:
+        lifecycle.fail(ctx, claim.job_id, FailureCode.invalid_speaker_reference, exc.message)
+        return None

@@ -23,9 +23,23 @@ TEXT = "text/plain"
 VTT = "text/vtt"
 """Litestar adds `; charset=utf-8` to every `text/` type: named here, it came twice."""
 JSON = "application/json"
-EXTENSIONS = {"json": "json", "verbose_json": "json", "text": "txt", "srt": "srt", "vtt": "vtt"}
+EXTENSIONS = {
+    "json": "json",
+    "verbose_json": "json",
+    "diarized_json": "json",
+    "text": "txt",
+    "srt": "srt",
+    "vtt": "vtt",
+}
 """The file extension each response format is downloaded with."""
-MEDIA_TYPES = {"json": JSON, "verbose_json": JSON, "text": TEXT, "srt": TEXT, "vtt": VTT}
+MEDIA_TYPES = {
+    "json": JSON,
+    "verbose_json": JSON,
+    "diarized_json": JSON,
+    "text": TEXT,
+    "srt": TEXT,
+    "vtt": VTT,
+}
 _UNSAFE = re.compile(r"[^\w.\- ]+")
 
 
@@ -48,7 +62,14 @@ def render_format(t: Transcript, job: Job, fmt: str, layout: render.SubtitleLayo
     lists segments and words, as every job keeps them."""
     options = JobOptions.from_dict(job.options)
     if fmt == "text":
-        return t.text + "\n"
+        return render.plain_text(t)
+    if fmt == render.DIARIZED:
+        if not t.diarized:
+            raise InvalidRequest(
+                "diarized_json needs a job submitted with diarization (diarize=true)",
+                param="response_format",
+            )
+        return render.diarized_json(t)
     if fmt == "srt":
         return render.srt(t, layout)
     if fmt == "vtt":
@@ -84,7 +105,9 @@ ResponseFormat = Annotated[
     summary="A finished job's transcript, in any format",
     responses={
         200: doc.ok(
-            schemas.TranscriptResponse | schemas.VerboseTranscription,
+            schemas.TranscriptResponse
+            | schemas.VerboseTranscription
+            | schemas.DiarizedTranscription,
             "The transcript, as a download named after the uploaded file",
         ),
         **doc.errors(True, (400, 401, 404, 409, 429, 503)),
@@ -100,7 +123,8 @@ async def job_transcript(
     response_format: ResponseFormat = None,
 ) -> Response[Any]:
     """The format the job was submitted with, or `?response_format=` (json, text, srt, vtt,
-    verbose_json), as a download named after the uploaded file. 409 until the job succeeds."""
+    verbose_json, diarized_json for a diarized job), as a download named after the uploaded
+    file. 409 until the job succeeds."""
     job = await jobs.own(tenant, job_id)
     fmt = requested_format(response_format, job)
     if job.status != JobStatus.succeeded.value or job.result is None:

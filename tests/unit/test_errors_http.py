@@ -417,7 +417,13 @@ def test_models_in_openais_list_shape(svc: Service, prefix: str) -> None:
     body = svc.client.get(f"{prefix}/models", headers=BEARER).json()
     assert body["object"] == "list"
     ids = [m["id"] for m in body["data"]]
-    assert ids == ["english", "ink-whisper", "ink-whisper-2025-06-04", "whisper-1"]
+    assert ids == [
+        "english",
+        "gpt-4o-transcribe-diarize",
+        "ink-whisper",
+        "ink-whisper-2025-06-04",
+        "whisper-1",
+    ]
     for m in body["data"]:
         assert set(m) == {"id", "object", "created", "owned_by"}
         assert m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"]

@@ -14,7 +14,9 @@ def settings() -> Settings:
     return load_settings({"STT_MODEL_ALIASES": '{"tiny": "bundled:tiny.en", "big": "large-v3"}'})
 
 
-@pytest.mark.parametrize("name", ["ink-whisper", "ink-whisper-2025-06-04", "whisper-1"])
+@pytest.mark.parametrize(
+    "name", ["ink-whisper", "ink-whisper-2025-06-04", "whisper-1", "gpt-4o-transcribe-diarize"]
+)
 def test_builtin_aliases_resolve_to_default_model(name: str, settings: Settings) -> None:
     assert resolve_model(name, settings) == ResolvedModel(name=name, spec=DEFAULT_MODEL)
 
@@ -58,7 +60,14 @@ def test_missing_model(name: str | None, settings: Settings) -> None:
 
 def test_public_models_sorted(settings: Settings) -> None:
     assert public_models(settings) == sorted(
-        ["big", "ink-whisper", "ink-whisper-2025-06-04", "tiny", "whisper-1"]
+        [
+            "big",
+            "gpt-4o-transcribe-diarize",
+            "ink-whisper",
+            "ink-whisper-2025-06-04",
+            "tiny",
+            "whisper-1",
+        ]
     )
 
 

@@ -110,8 +110,15 @@ def test_a_job_not_succeeded_is_409(svc: Service, status: str) -> None:
 def test_unknown_format_is_400(svc: Service) -> None:
     job = svc.accepted()
     finish(svc, job["id"])
-    body = cartesia_error(transcript(svc, job["id"], "diarized_json"), 400, "invalid_request")
+    body = cartesia_error(transcript(svc, job["id"], "docx"), 400, "invalid_request")
     assert "response_format" in body["message"]
+
+
+def test_diarized_json_of_a_job_without_diarization_is_400(svc: Service) -> None:
+    job = svc.accepted()
+    finish(svc, job["id"])
+    body = cartesia_error(transcript(svc, job["id"], "diarized_json"), 400, "invalid_request")
+    assert "diarize=true" in body["message"]
 
 
 def test_another_tenants_job_is_404(svc: Service) -> None:
