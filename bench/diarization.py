@@ -22,9 +22,9 @@ from typing import Any
 from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
+from bench.conversations import Conversation, stitch
+from bench.support import ROOT, corpus_dir
 from core.audio import decode
-from tests.conversations import Conversation, stitch
-from tests.support import ROOT, corpus_dir
 from worker.diarize.engine import BundledDiarizer
 from worker.diarize.types import Hints, Turn
 from worker.diarize.windows import speech_spans

@@ -36,9 +36,9 @@ from bench.harness import (
     transcribe_sync,
     write_json,
 )
+from bench.realtime_client import Received, stream, ws_url
+from bench.support import ROOT, clips, error_rate, normalise
 from core.audio import SAMPLE_RATE, decode
-from tests.realtime_client import Received, stream, ws_url
-from tests.support import ROOT, clips, error_rate, normalise
 
 RESULTS = ROOT / "bench" / "realtime.json"
 

@@ -17,10 +17,10 @@ from openai import OpenAI
 from openai.types.audio import TranscriptionDiarized
 from sqlalchemy import func, select
 
+from bench.conversations import Conversation, stitch, voice_audio
 from core.db import make_engine, session_factory
 from core.models import JobChunk
 from tests.conftest import SERVICE_ENV
-from tests.conversations import Conversation, stitch, voice_audio
 from tests.e2e.jobs_client import submit, wait_ended
 from tests.support import LiveService, start_service, stop_service_proc
 

@@ -82,7 +82,7 @@ def test_realtime_says_it_needs_redis(embedded: LiveService) -> None:
 
     import numpy as np
 
-    from tests.realtime_client import stream, ws_url
+    from bench.realtime_client import stream, ws_url
 
     url = ws_url(embedded.url, model="ink-whisper", encoding="pcm_s16le", sample_rate=16000)
     got = asyncio.run(stream(url, np.zeros(1600, np.float32), headers=embedded.headers()))

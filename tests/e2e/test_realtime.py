@@ -25,11 +25,11 @@ from cartesia import AsyncCartesia
 from websockets.exceptions import ConnectionClosed
 
 from api.cli import create_key
+from bench.realtime_client import Received, pcm16, stream, ws_url
 from core.audio import SAMPLE_RATE, decode
 from core.realtime import ACTIVE
 from core.settings import load_settings
 from tests.conftest import SERVICE_ENV
-from tests.realtime_client import Received, pcm16, stream, ws_url
 from tests.support import (
     ROOT,
     LiveService,

@@ -16,11 +16,11 @@ from openai.types.audio import TranscriptionDiarized, TranscriptionTextSegmentEv
 from sqlalchemy import select, update
 
 from api.streaming import LiveText, _final
+from bench.conversations import voice_audio
 from core.db import make_engine, session_factory, transaction
 from core.jobspec import JobOptions
 from core.models import Job
 from core.transcript import Segment, SpeakerSegment, Transcript, Word
-from tests.conversations import voice_audio
 from tests.unit import test_jobs_api as jobs_api
 from tests.unit.test_jobs_api import ASYNC, KEY, OPENAI, Service, cartesia_error, openai_error
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench.conversations import Conversation, stitch
 from core.jobspec import JobOptions
 from core.speakers import KnownSpeaker
 from core.transcript import Segment, Transcript, Word
-from tests.conversations import Conversation, stitch
 from worker.diarization import embed_chunk, label, label_merged
 from worker.diarize.engine import BundledDiarizer
 from worker.diarize.types import Hints, Turn

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.conversations import stitch
 from bench.diarization import der
 from core.errors import ConfigError, DiarizationUnavailable
-from tests.conversations import stitch
 from worker.diarize.engine import BundledDiarizer
 from worker.diarize.pyannote_backend import PyannoteDiarizer, pyannote_installed
 from worker.diarize.select import diarization_config, make_diarizer

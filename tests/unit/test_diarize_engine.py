@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.conversations import Conversation, stitch
 from bench.diarization import der
 from core.audio import decode
 from core.errors import InvalidRequest, InvalidSpeakerReference
-from tests.conversations import Conversation, stitch
 from worker.diarize.cluster import cluster
 from worker.diarize.engine import BundledDiarizer
 from worker.diarize.known import (

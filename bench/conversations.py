@@ -14,8 +14,8 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
+from bench.support import corpus_dir
 from core.audio import decode
-from tests.support import corpus_dir
 
 RATE = 16000
 Audio = npt.NDArray[np.float32]
