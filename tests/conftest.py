@@ -33,6 +33,7 @@ SERVICE_ENV = {
     "STT_WEBHOOK_BACKOFF_S": "0.2",
     "STT_WORKER_HEARTBEAT_S": "0.5",
     "STT_RATE_LIMIT_PER_MINUTE": "0",  # tests make hundreds of calls a minute on one key
+    "STT_POLL_LIMIT_PER_MINUTE": "0",  # and poll one job many times a second while waiting
     "STT_RT_EMBEDDED_WORKERS": "0",  # realtime tests start their own streaming workers
 }
 """Settings every live test service starts with (loopback webhooks are admitted here)."""

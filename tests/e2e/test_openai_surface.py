@@ -202,7 +202,7 @@ def test_translation_to_english(client: OpenAI) -> None:
         )
     assert isinstance(verbose, TranslationVerbose)
     assert verbose.language == "english" and verbose.model_dump()["task"] == "translate"
-    assert verbose.segments and " ".join(s.text for s in verbose.segments) == verbose.text
+    assert verbose.segments and " ".join(s.text.strip() for s in verbose.segments) == verbose.text
     assert_english(verbose.text)
 
 
