@@ -1,6 +1,6 @@
-"""What the bench shares with the test suite, kept here so that the bench imports nothing
-from tests/: the corpus and its baseline, the error rate scored as the baseline file is,
-and `stt serve` on loopback. (A copy of the same helpers in tests/support.py.)"""
+"""What the bench and the test suite share, kept here so that the bench imports nothing
+from tests/ (tests/support.py re-exports these): the corpus and its baseline, the error rate
+scored as the baseline file is, and `stt serve` on loopback."""
 
 from __future__ import annotations
 
@@ -110,7 +110,9 @@ def start_service(
     workers: int = 1,
     timeout: float = 90.0,
     log_name: str = "service.log",
+    python: str = sys.executable,
 ) -> LiveService:
+    """`stt serve` from `python`'s environment (default: this one) on a free loopback port."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / log_name
@@ -130,7 +132,7 @@ def start_service(
     }
     handle = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--workers", str(workers)],
+        [python, "-m", "api.cli", "serve", "--workers", str(workers)],
         cwd=ROOT,
         env=full_env,
         stdout=handle,
@@ -153,7 +155,9 @@ def start_service(
         raise RuntimeError(f"service did not start:\n{log_path.read_text()}")
     key = env.get("STT_API_KEY")
     if key is None:
-        match = re.search(r"sk-stt-[A-Za-z0-9_-]+", log_path.read_text())
+        first = data_dir / "first-api-key.txt"  # where `stt serve` writes a key it made
+        text = first.read_text() if first.exists() else log_path.read_text()
+        match = re.search(r"sk-stt-[A-Za-z0-9_-]+", text)
         key = match.group(0) if match else None
     return LiveService(url, key, proc, data_dir, log_path)
 
