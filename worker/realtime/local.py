@@ -15,7 +15,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 from websockets.asyncio.server import ServerConnection, unix_serve
 from websockets.exceptions import ConnectionClosed
@@ -76,13 +79,21 @@ class LocalStreamingWorker(SessionHost):
                 await ws.send(local_refusal(refused))
             return
         try:
-            await self.serve_session(ws, spec)
+            await self.serve_session(ws, spec, release=lambda: self.release(spec.sid))
         finally:
-            del self.open[spec.sid]
+            self.release(spec.sid)
 
-    async def serve_session(self, ws: ServerConnection, spec: SessionSpec) -> None:
+    def release(self, sid: str) -> None:
+        if self.open.pop(sid, None) is not None:
+            log.info("realtime session %s released", sid)
+
+    async def serve_session(
+        self, ws: ServerConnection, spec: SessionSpec, release: Callable[[], None]
+    ) -> None:
         """Run the session in a thread; its input from the connection, its events and
-        progress back, until it ends (done, failure) or the connection goes."""
+        progress back, until it ends (done, failure) or the connection goes. The session
+        stops counting in the limits once its connection is gone (`release`), as on the
+        Redis pool, even while its thread finishes a decode."""
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[str | bytes | None] = asyncio.Queue()
 
@@ -100,10 +111,14 @@ class LocalStreamingWorker(SessionHost):
                 loop.call_soon_threadsafe(finished.set)
 
         thread = threading.Thread(target=run, name=f"rt-{spec.sid[:8]}", daemon=True)
-        await ws.send(local_ready())
+        try:
+            await ws.send(local_ready())
+        except ConnectionClosed:
+            return  # the API side left before the session began
         thread.start()
         log.info("realtime session %s on the local streaming worker", spec.sid)
         receiver = asyncio.create_task(_receive(ws, store))
+        receiver.add_done_callback(lambda _: release())
         sender = asyncio.create_task(_send(ws, out))
         try:
             await finished.wait()
@@ -115,6 +130,13 @@ class LocalStreamingWorker(SessionHost):
             receiver.cancel()
 
     async def serve(self, stopping: asyncio.Event) -> None:
+        if _answers(self.path):
+            log.warning(
+                "a local streaming worker already serves %s (another `stt serve` on this "
+                "data dir): leaving the sessions to it",
+                self.path,
+            )
+            return
         self.preload()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)  # a socket left by a worker that died
@@ -125,6 +147,16 @@ class LocalStreamingWorker(SessionHost):
             )
             await stopping.wait()
         self.path.unlink(missing_ok=True)
+
+
+def _answers(path: Path) -> bool:
+    """Whether a live worker listens on `path` (a dead one's socket refuses)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 async def _receive(ws: ServerConnection, store: LocalStore) -> None:
