@@ -63,7 +63,7 @@ class LocalStore:
     def exists(self, *_names: str) -> int:
         return int(self.closed)
 
-    def hget(self, _name: str, _key: str) -> None:
+    def hget(self, _name: str, _key: str) -> bytes | None:
         return None  # no checkpoint: a local session is never resumed
 
     def hset(self, _name: str, key: str, value: str) -> int:
