@@ -91,13 +91,63 @@ def start_workers(count: int) -> list[subprocess.Popen[bytes]]:
     return [subprocess.Popen(argv) for argv in argvs]
 
 
-def start_streaming_workers(settings: Settings) -> list[subprocess.Popen[bytes]]:
-    """Streaming workers for `/stt/websocket`; they need Redis, so none on the embedded
-    default (where realtime answers an error event naming REDIS_URL)."""
-    if not settings.broker.redis_url:
-        return []
+def streaming_worker_count(settings: Settings) -> int:
+    """`STT_RT_EMBEDDED_WORKERS` on the Redis pool; without Redis at most one, the local
+    streaming worker every API process reaches on its Unix socket."""
     count = settings.realtime.embedded_workers
-    return [subprocess.Popen([sys.executable, "-m", "worker", "--realtime"]) for _ in range(count)]
+    return count if settings.broker.redis_url else min(count, 1)
+
+
+class StreamingWorkers:
+    """Streaming workers for `/stt/websocket` beside the API, each started again when it
+    dies (at once, or later and later while it keeps dying young); one that exits cleanly
+    was told to stop (a signal to the group) and is left stopped."""
+
+    FIRST_BACKOFF_S = 1.0
+    MAX_BACKOFF_S = 60.0
+    LIVED_S = 30.0
+    """A worker that ran this long before it died is restarted without waiting."""
+
+    def __init__(self, count: int) -> None:
+        self.procs = [self._spawn() for _ in range(count)]
+        self._started = [time.monotonic()] * count
+        self._backoff = [self.FIRST_BACKOFF_S] * count
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="rt-workers", daemon=True)
+        if count:
+            self._watcher.start()
+
+    @staticmethod
+    def _spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "worker", "--realtime"])
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.5):
+            for i, proc in enumerate(self.procs):
+                if proc.poll() is None or proc.returncode == 0:
+                    continue  # running, or it stopped when told (a signal to the group)
+                lived = time.monotonic() - self._started[i]
+                if lived >= self.LIVED_S:
+                    self._backoff[i] = self.FIRST_BACKOFF_S
+                elif lived < self._backoff[i]:
+                    continue  # it died young: wait out the backoff before the next start
+                else:
+                    self._backoff[i] = min(2 * self._backoff[i], self.MAX_BACKOFF_S)
+                if self._stopping.is_set():
+                    return
+                log.warning(
+                    "streaming worker pid %d exited (%s); starting another",
+                    proc.pid,
+                    proc.returncode,
+                )
+                self.procs[i] = self._spawn()
+                self._started[i] = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._watcher.is_alive():
+            self._watcher.join()
+        stop_workers(self.procs)
 
 
 def stop_workers(workers: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
@@ -163,13 +213,15 @@ def serve(settings: Settings, workers: int) -> None:
         migrate(settings.database.url)  # once, here, before any API process starts
     ensure_first_key(settings)
     prepare_metrics_dir(settings)
-    procs = start_workers(workers) + start_streaming_workers(settings)
+    procs = start_workers(workers)
+    streaming = StreamingWorkers(streaming_worker_count(settings))
     announce_when_accepting(
         settings.api.host,
         settings.api.port,
         f"Serving on http://{settings.api.host}:{settings.api.port} "
         f"({settings.api.workers} API process(es), {workers} worker process(es) beside them"
-        f"{', and a webhook worker' if workers else ''})",
+        f"{', and a webhook worker' if workers else ''}"
+        f"{f', {len(streaming.procs)} streaming worker(s)' if streaming.procs else ''})",
     )
     config = uvicorn.Config(
         "api.app:serve_app",
@@ -194,6 +246,7 @@ def serve(settings: Settings, workers: int) -> None:
         else:
             server.run(sockets=sockets)
     finally:
+        streaming.stop()
         stop_workers(procs)
 
 

@@ -1,59 +1,42 @@
-"""The API's half of a realtime session: admit it, place it, relay both ways through Redis.
+"""The API's half of a realtime session: validate it, open it on a backend, relay both ways.
 
-The API never decodes: audio frames and commands go to the session's input stream, events
-come back from its output stream. While the socket is open the relay watches the serving
-worker's lease; when it lapses (the worker died) the session is placed again and another
-worker resumes from the checkpoint at the last final.
+The API never decodes. A `Link` carries one session to a streaming worker and back:
+`api/realtime_redis.py` through Redis (a pool across machines, with failover), or
+`api/realtime_local.py` to the local streaming worker over a Unix socket (the embedded
+default, no Redis). The relay here is the same for both: commands, the idle timeout and the
+session's length limit, and backpressure. While more audio has arrived than the worker has
+decoded (`STT_RT_MAX_BUFFER_S`), the relay stops reading the socket, so TCP slows a client
+that sends faster than real time instead of failing it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from litestar import WebSocket
 from litestar.exceptions import WebSocketDisconnect
-from redis.asyncio import Redis
 
 from core.audio import RawFormat, raw_format
 from core.errors import InvalidRequest
 from core.model_registry import resolve_model
 from core.realtime import (
-    ACTIVE,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
-    CLOSE_TRY_LATER,
     KIND_AUDIO,
     KIND_DONE,
     KIND_FINALIZE,
-    PLACEMENTS,
-    WORKER_GROUP,
     SessionError,
-    SessionKeys,
     SessionSpec,
-    active_for,
     error_event,
 )
 from core.settings import RealtimeSettings, Settings
-
-IN_MAXLEN = 20000
-"""A hard bound on a session's input stream (the worker trims it at every final)."""
-
-ADMIT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 1 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 2 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 0
-"""
-"""Admit a session under both limits at once (stale entries of dead APIs expire)."""
 
 COMMANDS = {"finalize": KIND_FINALIZE, "done": KIND_DONE, "close": KIND_DONE}
 """Text commands: the SDKs' `close` is the protocol's `done`."""
@@ -66,6 +49,31 @@ class Ended(Exception):
         super().__init__(error.message if error else "ended")
         self.error = error
         self.close = error.close if error else close
+
+
+class Link(Protocol):
+    """One session's way to a streaming worker: what the relay needs of a backend."""
+
+    decoded_s: float
+    """Seconds of the session's audio the worker has decoded (for backpressure)."""
+    progressed: asyncio.Event
+    """Set whenever `decoded_s` moves (the relay clears it before waiting)."""
+
+    async def open(self) -> None:
+        """Admit the session under the limits and place it; `Ended` if refused."""
+
+    async def send(self, kind: str, data: bytes = b"") -> None:
+        """An audio frame (`KIND_AUDIO`) or a command, in order."""
+
+    def events(self) -> AsyncIterator[str]:
+        """The worker's events as JSON texts, for the client; `Ended` if the worker is lost."""
+        ...
+
+    async def watch(self) -> None:
+        """Keep the session placed while it is open (leases, failover); `Ended` if it can't."""
+
+    async def close(self) -> None:
+        """Release the session (its place in the limits, its worker); safe to call twice."""
 
 
 def _float(query: Mapping[str, str], name: str, default: float) -> float:
@@ -108,13 +116,11 @@ class Relay:
     """One open socket's session, from placement to close."""
 
     socket: WebSocket[Any, Any, Any]
-    redis: Redis
+    link: Link
     limits: RealtimeSettings
     spec: SessionSpec
-    tenant: str
 
     def __post_init__(self) -> None:
-        self.keys = SessionKeys(self.spec.sid)
         self.sent_s = 0.0
         self.started = time.monotonic()
         self.bytes_per_s = (
@@ -123,40 +129,15 @@ class Relay:
         )
         self._send_lock = asyncio.Lock()
 
-    async def admit(self) -> None:
-        now = time.time()
-        verdict = await self.redis.eval(  # type: ignore[misc]
-            ADMIT,
-            2,
-            ACTIVE,
-            active_for(self.tenant),
-            now,
-            now + self._active_ttl(),
-            self.spec.sid,
-            self.limits.sessions_per_key,
-            self.limits.sessions_total,
-        )
-        if int(verdict) == 1:
-            raise Ended(_limit(f"at most {self.limits.sessions_per_key} sessions per key"))
-        if int(verdict) == 2:
-            raise Ended(_limit(f"at most {self.limits.sessions_total} sessions in all"))
-
-    def _active_ttl(self) -> float:
-        return max(10.0, 4 * self.limits.lease_s)
-
-    async def place(self) -> None:
-        await self.redis.xadd(PLACEMENTS, {"spec": self.spec.to_json()}, maxlen=10000)
-
     async def run(self) -> None:
-        """Relay until done, error or disconnect; always leaves Redis clean."""
+        """Relay until done, error or disconnect; always releases the session."""
         try:
-            await self.admit()
-            await _ensure_group(self.redis)
-            await self.place()
+            await self.link.open()
             tasks = [
                 asyncio.create_task(self._client_to_worker()),
                 asyncio.create_task(self._worker_to_client()),
-                asyncio.create_task(self._watch()),
+                asyncio.create_task(self.link.watch()),
+                asyncio.create_task(self._length_limit()),
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -171,7 +152,7 @@ class Relay:
         except WebSocketDisconnect:
             pass
         finally:
-            await self._cleanup()
+            await self.link.close()
 
     @staticmethod
     async def refuse(socket: WebSocket[Any, Any, Any], error: SessionError) -> None:
@@ -195,8 +176,34 @@ class Relay:
         async with self._send_lock:
             await self.socket.send_text(text)
 
+    async def _throttle(self) -> None:
+        """Read no more while the worker is over `max_buffer_s` behind (TCP then slows the
+        client); an error only when it stays so, with no decoding progress to let it under,
+        past the idle timeout."""
+        stuck_since = time.monotonic()
+        decoded = self.link.decoded_s
+        while self.sent_s - self.link.decoded_s > self.limits.max_buffer_s:
+            if self.link.decoded_s != decoded:
+                decoded, stuck_since = self.link.decoded_s, time.monotonic()
+            waited = time.monotonic() - stuck_since
+            if waited > self.limits.idle_timeout_s:
+                lag = self.sent_s - self.link.decoded_s
+                raise Ended(
+                    SessionError(
+                        429,
+                        "audio_too_fast",
+                        "Too much audio buffered",
+                        f"audio is {lag:.0f} s ahead of decoding and decoding made no "
+                        f"progress for {waited:.0f} s",
+                    )
+                )
+            self.link.progressed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.link.progressed.wait(), timeout=0.5)
+
     async def _client_to_worker(self) -> None:
         while True:
+            await self._throttle()
             try:
                 received = await asyncio.wait_for(
                     self.socket.receive(), timeout=self.limits.idle_timeout_s
@@ -216,12 +223,7 @@ class Relay:
             data = message.get("bytes")
             if data:
                 self.sent_s += len(data) / self.bytes_per_s
-                await self.redis.xadd(
-                    self.keys.inbound,
-                    {"k": KIND_AUDIO, "d": data},
-                    maxlen=IN_MAXLEN,
-                    approximate=True,
-                )
+                await self.link.send(KIND_AUDIO, data)
                 continue
             text = (message.get("text") or "").strip()
             kind = COMMANDS.get(text)
@@ -234,96 +236,27 @@ class Relay:
                         )
                     )
                 )
-            await self.redis.xadd(self.keys.inbound, {"k": kind}, maxlen=IN_MAXLEN)
+            await self.link.send(kind)
             if kind == KIND_DONE:
                 await asyncio.Event().wait()  # the worker's `done` ends the session
 
     async def _worker_to_client(self) -> None:
-        cursor = "0"
-        while True:
-            reply: Any = await self.redis.xread({self.keys.outbound: cursor}, count=50, block=1000)
-            for _, rows in reply or []:
-                for entry_id, fields in rows:
-                    cursor = entry_id
-                    text = fields[b"e"].decode()
-                    event = json.loads(text)
-                    await self._send_text(text)
-                    if event.get("type") == "done":
-                        raise Ended(close=CLOSE_NORMAL)
-                    if event.get("type") == "error":
-                        raise Ended(close=CLOSE_INTERNAL)
+        async for text in self.link.events():
+            event = json.loads(text)
+            await self._send_text(text)
+            if event.get("type") == "done":
+                raise Ended(close=CLOSE_NORMAL)
+            if event.get("type") == "error":
+                raise Ended(close=CLOSE_INTERNAL)
 
-    async def _watch(self) -> None:
-        """Placement, the worker's lease, the session's limits, its entry in the counts."""
-        placed_at = time.monotonic()
-        claimed = False
-        placement_timeout = max(15.0, 5 * self.limits.lease_s)
-        while True:
-            await asyncio.sleep(min(0.5, self.limits.lease_s / 4))
-            now = time.monotonic()
-            expiry = time.time() + self._active_ttl()
-            await self.redis.zadd(ACTIVE, {self.spec.sid: expiry})
-            await self.redis.zadd(active_for(self.tenant), {self.spec.sid: expiry})
-            if now - self.started > self.limits.max_session_s:
-                raise Ended(
-                    SessionError(
-                        408,
-                        "session_too_long",
-                        "Session too long",
-                        f"a session may last at most {self.limits.max_session_s:g} s",
-                    )
-                )
-            if await self.redis.exists(self.keys.owner):
-                claimed = True
-            elif claimed:  # the lease lapsed: the worker is gone; place the session again
-                claimed = False
-                placed_at = now
-                await self.place()
-            elif now - placed_at > placement_timeout:
-                raise Ended(
-                    SessionError(
-                        503,
-                        "no_streaming_worker",
-                        "Service unavailable",
-                        "no streaming worker took the session; try again later",
-                        CLOSE_TRY_LATER,
-                    )
-                )
-            decoded = await self.redis.hget(self.keys.state, "decoded_s")
-            lag = self.sent_s - float(decoded or 0.0)
-            if decoded is not None and lag > self.limits.max_buffer_s:
-                raise Ended(
-                    SessionError(
-                        429,
-                        "audio_too_fast",
-                        "Too much audio buffered",
-                        f"audio is arriving faster than real time: {lag:.0f} s ahead of "
-                        f"decoding (at most {self.limits.max_buffer_s:g} s)",
-                    )
-                )
-
-    async def _cleanup(self) -> None:
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.set(self.keys.closed, "1", ex=300)
-            pipe.zrem(ACTIVE, self.spec.sid)
-            pipe.zrem(active_for(self.tenant), self.spec.sid)
-            for key in (self.keys.inbound, self.keys.outbound, self.keys.state):
-                pipe.expire(key, 60)
-            await pipe.execute()
-        finally:
-            await self.redis.aclose()
-
-
-def _limit(message: str) -> SessionError:
-    return SessionError(429, "rate_limited", "Too many sessions", message, CLOSE_TRY_LATER)
-
-
-async def _ensure_group(redis: Redis) -> None:
-    from redis.exceptions import ResponseError
-
-    try:
-        await redis.xgroup_create(PLACEMENTS, WORKER_GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    async def _length_limit(self) -> None:
+        limit = self.limits.max_session_s
+        await asyncio.sleep(max(0.0, limit - (time.monotonic() - self.started)))
+        raise Ended(
+            SessionError(
+                408,
+                "session_too_long",
+                "Session too long",
+                f"a session may last at most {limit:g} s",
+            )
+        )

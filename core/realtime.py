@@ -15,15 +15,24 @@ worker can serve it:
 The checkpoint (`state`) is written in the same transaction as the final event it follows,
 so a worker taking over replays the input from there: the client sees no final twice and
 none lost.
+
+Without Redis (the embedded default) the API reaches the one local streaming worker over
+a WebSocket on a Unix socket in the data directory (`local_socket_path`), see
+`worker/realtime/local.py`: one connection per session, the same events.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import struct
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from core.errors import SttError
+from core.settings import Settings
 
 PLACEMENTS = "stt:rt:sessions"
 WORKER_GROUP = "workers"
@@ -43,6 +52,21 @@ CLOSE_INTERNAL = 1011
 
 def active_for(tenant: str) -> str:
     return f"{ACTIVE}:{tenant}"
+
+
+LOCAL_SOCKET = "realtime.sock"
+_SUN_PATH_MAX = 100
+"""A Unix socket's path must fit `sun_path` (108 bytes on Linux, 104 on macOS)."""
+
+
+def local_socket_path(settings: Settings) -> Path:
+    """Where the local streaming worker listens (no Redis): in the data directory, or, when
+    that path is too long for a Unix socket, in the temp dir under a name derived from it."""
+    path = settings.storage.data_dir.resolve() / LOCAL_SOCKET
+    if len(str(path).encode()) <= _SUN_PATH_MAX:
+        return path
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"stt-rt-{digest}.sock"
 
 
 @dataclass(frozen=True)
@@ -187,6 +211,23 @@ class SessionError:
         return cls(error.status, error.code, error.title, error.message, close)
 
 
+def over_limit(message: str) -> SessionError:
+    """Over the sessions per key or in all: worth trying again later."""
+    return SessionError(429, "rate_limited", "Too many sessions", message, CLOSE_TRY_LATER)
+
+
+def no_worker(detail: str) -> SessionError:
+    """No streaming worker could take the session."""
+    return SessionError(503, "no_streaming_worker", "Service unavailable", detail, CLOSE_TRY_LATER)
+
+
+def lost_worker(detail: str) -> SessionError:
+    """The worker serving the session is gone and no other can take it over."""
+    return SessionError(
+        503, "no_streaming_worker", "Service unavailable", f"{detail}; try again", CLOSE_INTERNAL
+    )
+
+
 def error_event(sid: str | None, error: SessionError) -> dict[str, Any]:
     """Cartesia's websocket error shape (`STTErrorResponse`)."""
     return {
@@ -197,3 +238,33 @@ def error_event(sid: str | None, error: SessionError) -> dict[str, Any]:
         "message": error.message,
         "request_id": sid,
     }
+
+
+# -- the local backend's wire (api/realtime_local.py, worker/realtime/local.py) --------------
+
+LOCAL_PROGRESS = struct.Struct("!d")
+"""A binary message from the local worker: seconds of the session's audio decoded."""
+
+
+def local_opening(spec: SessionSpec, tenant: str) -> str:
+    return json.dumps({"spec": spec.to_json(), "tenant": tenant})
+
+
+def parse_local_opening(text: str | bytes) -> tuple[SessionSpec, str]:
+    data: dict[str, Any] = json.loads(text)
+    return SessionSpec.from_json(data["spec"]), str(data["tenant"])
+
+
+def local_refusal(error: SessionError) -> str:
+    return json.dumps({"refused": asdict(error)})
+
+
+def local_ready() -> str:
+    return json.dumps({"ready": True})
+
+
+def parse_local_answer(text: str | bytes) -> SessionError | None:
+    """None when the worker took the session, else why it refused."""
+    data: dict[str, Any] = json.loads(text)
+    refused = data.get("refused")
+    return None if refused is None else SessionError(**refused)

@@ -773,7 +773,8 @@ class RealtimeSettings:
         1,
         env="STT_RT_EMBEDDED_WORKERS",
         read=_int,
-        help="streaming workers `stt serve` starts beside the API when `REDIS_URL` is set",
+        help="streaming workers `stt serve` starts beside the API (without `REDIS_URL` at most "
+        "one, the local streaming worker on a Unix socket in the data dir; 0: none)",
     )
     model: str | None = setting(
         None,
@@ -797,8 +798,8 @@ class RealtimeSettings:
         20.0,
         env="STT_RT_MAX_BUFFER_S",
         read=_positive(float),
-        help="seconds of audio a client may send ahead of what its worker has decoded "
-        "(sending faster than real time beyond it: an error event, close 1008)",
+        help="seconds of audio a client may send ahead of what its worker has decoded: "
+        "beyond it the socket is not read (TCP slows the client) until decoding catches up",
     )
     lease_s: float = setting(
         3.0,

@@ -17,6 +17,7 @@ from core.queues import TRANSCRIPTION_QUEUES, WEBHOOK_QUEUES
 from core.settings import Settings, load_settings
 from core.startup import check_database, check_storage, fatal_start_errors
 from worker.celery_app import create_worker_app
+from worker.realtime.local import main as local_realtime_main
 from worker.realtime.pool import main as realtime_main
 from worker.reconciler import start_reconciler, sweep_interval
 
@@ -58,7 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         check_database(settings.database.url)
     configure_logging(settings.logs.level, settings.logs.format)
     if REALTIME_FLAG in args:  # a streaming worker (realtime sessions), not a Celery one
-        realtime_main(settings)
+        # on the Redis pool, or (no Redis: the embedded default) the local one beside the API
+        (realtime_main if settings.broker.redis_url else local_realtime_main)(settings)
         return
     app = create_worker_app(settings)
     ctx = app.stt_context  # type: ignore[attr-defined]

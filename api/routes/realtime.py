@@ -8,10 +8,13 @@ from litestar import WebSocket, websocket
 from redis.asyncio import Redis
 
 from api.auth import presented_key, tenant_of
-from api.realtime import Relay, session_spec
+from api.realtime import Link, Relay, session_spec
+from api.realtime_local import LocalLink
+from api.realtime_redis import RedisLink
 from api.state import AppState
-from core.errors import ServiceUnavailable, SttError, Unauthorized
-from core.realtime import CLOSE_INTERNAL, SessionError
+from core.errors import SttError, Unauthorized
+from core.realtime import SessionError, SessionSpec, local_socket_path
+from core.settings import Settings
 
 
 def _query_key(socket: WebSocket[Any, Any, Any]) -> str | None:
@@ -21,6 +24,14 @@ def _query_key(socket: WebSocket[Any, Any, Any]) -> str | None:
         if value:
             return str(value).strip()
     return None
+
+
+def link_for(settings: Settings, spec: SessionSpec, tenant: str) -> Link:
+    """The Redis pool when `REDIS_URL` is set, else the local streaming worker."""
+    if settings.broker.redis_url:
+        redis = Redis.from_url(settings.broker.redis_url)
+        return RedisLink(redis, settings.realtime, spec, tenant)
+    return LocalLink(local_socket_path(settings), spec, tenant)
 
 
 @websocket("/stt/websocket")
@@ -40,16 +51,7 @@ async def stt_websocket(socket: WebSocket[Any, Any, Any], stt: AppState) -> None
         tenant = await tenant_of(key or "", settings, stt.sessions, stt.limiter)
         query = {k: str(v) for k, v in socket.query_params.items()}
         spec = session_spec(query, settings)
-        if not settings.broker.redis_url:
-            raise ServiceUnavailable(
-                "realtime transcription runs on streaming workers placed through Redis: "
-                "set REDIS_URL (and run `python -m worker --realtime`)"
-            )
     except SttError as exc:
-        close = CLOSE_INTERNAL if isinstance(exc, ServiceUnavailable) else None
-        await Relay.refuse(socket, SessionError.of(exc, close) if close else SessionError.of(exc))
+        await Relay.refuse(socket, SessionError.of(exc))
         return
-    relay = Relay(
-        socket, Redis.from_url(settings.broker.redis_url), settings.realtime, spec, tenant
-    )
-    await relay.run()
+    await Relay(socket, link_for(settings, spec, tenant), settings.realtime, spec).run()

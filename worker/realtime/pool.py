@@ -1,4 +1,5 @@
-"""`python -m worker --realtime`: a streaming worker taking sessions placed through Redis.
+"""`python -m worker --realtime` with `REDIS_URL`: a streaming worker taking sessions placed
+through Redis (without it, the local streaming worker of `worker/realtime/local.py`).
 
 Placements arrive on the `stt:rt:sessions` stream, read through the `workers` consumer
 group, so each goes to one worker; a worker reads only while it has room. It holds each
@@ -67,23 +68,13 @@ class Running:
     lost: threading.Event = field(default_factory=threading.Event)
 
 
-class StreamingWorker:
-    """Claims sessions while it has room, renews their leases, runs each in a thread."""
+class SessionHost:
+    """What every streaming worker has (this pool's and the local one): the model cache and
+    the decoding state a session starts with."""
 
     def __init__(self, settings: Settings) -> None:
-        if not settings.broker.redis_url:
-            raise ConfigError("a streaming worker needs REDIS_URL")
         self.settings = settings
-        self.redis = Redis.from_url(settings.broker.redis_url, socket_timeout=10)
         self.ctx = WorkerContext(settings, make_celery(settings, name="stt-realtime"))
-        self.name = f"{socket.gethostname()}:{os.getpid()}"
-        self.running: dict[str, Running] = {}
-        self.stopping = threading.Event()
-        self._renew = self.redis.register_script(RENEW)
-
-    @property
-    def lease_ms(self) -> int:
-        return int(self.settings.realtime.lease_s * 1000)
 
     def make_state(self, spec: SessionSpec, cp: Checkpoint) -> StreamState:
         spec_name = self.settings.realtime.model or spec.model_spec
@@ -97,6 +88,46 @@ class StreamingWorker:
             prompt=cp.prompt,
             finals=cp.finals,
         )
+
+    def preload(self) -> None:
+        """Load the model sessions will most likely ask for, before taking any."""
+        spec = self.settings.realtime.model or resolve_model("ink-whisper", self.settings).spec
+        self.ctx.model_for(spec)
+
+
+def run_session(session: Session) -> None:
+    """A session's thread: a failure is an error event for the client, never silence."""
+    try:
+        session.run()
+    except Exception:
+        log.exception("realtime session %s failed", session.spec.sid)
+        failed = SessionError(
+            500, "transcription_failed", "Transcription failed", "the session failed"
+        )
+        session.redis.xadd(
+            SessionKeys(session.spec.sid).outbound,
+            {"e": json.dumps(error_event(session.spec.sid, failed))},
+        )
+    finally:
+        session.redis.close()
+
+
+class StreamingWorker(SessionHost):
+    """Claims sessions while it has room, renews their leases, runs each in a thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.broker.redis_url:
+            raise ConfigError("a streaming worker needs REDIS_URL")
+        super().__init__(settings)
+        self.redis = Redis.from_url(settings.broker.redis_url, socket_timeout=10)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.running: dict[str, Running] = {}
+        self.stopping = threading.Event()
+        self._renew = self.redis.register_script(RENEW)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.realtime.lease_s * 1000)
 
     def claim(self, spec: SessionSpec) -> bool:
         keys = SessionKeys(spec.sid)
@@ -113,23 +144,9 @@ class StreamingWorker:
             self.make_state,
             running.lost,
         )
-
-        def run() -> None:
-            try:
-                session.run()
-            except Exception:
-                log.exception("realtime session %s failed", spec.sid)
-                failed = SessionError(
-                    500, "transcription_failed", "Transcription failed", "the session failed"
-                )
-                session.redis.xadd(
-                    SessionKeys(spec.sid).outbound,
-                    {"e": json.dumps(error_event(spec.sid, failed))},
-                )
-            finally:
-                session.redis.close()
-
-        running.thread = threading.Thread(target=run, name=f"rt-{spec.sid[:8]}", daemon=True)
+        running.thread = threading.Thread(
+            target=run_session, args=(session,), name=f"rt-{spec.sid[:8]}", daemon=True
+        )
         self.running[spec.sid] = running
         running.thread.start()
         log.info("realtime session %s on %s", spec.sid, self.name)
@@ -160,11 +177,6 @@ class StreamingWorker:
                 spec = SessionSpec.from_json(fields[b"spec"])
                 if self.claim(spec):
                     self.start(spec)
-
-    def preload(self) -> None:
-        """Load the model sessions will most likely ask for, before taking any."""
-        spec = self.settings.realtime.model or resolve_model("ink-whisper", self.settings).spec
-        self.ctx.model_for(spec)
 
     def serve(self) -> None:
         ensure_group(self.redis)

@@ -30,6 +30,7 @@ from core.realtime import (
     transcript_event,
 )
 from worker.realtime.agreement import Result, StreamState
+from worker.realtime.local_store import LocalStore
 
 log = logging.getLogger("stt.realtime")
 
@@ -71,7 +72,7 @@ class Session:
     def __init__(
         self,
         spec: SessionSpec,
-        redis: Redis,
+        redis: Redis | LocalStore,
         make_state: Callable[[SessionSpec, Checkpoint], StreamState],
         lost: threading.Event,
     ) -> None:
