@@ -157,6 +157,10 @@ def start_service(
         "STT_DATA_DIR": str(data_dir),
         "STT_LOG_LEVEL": "INFO",
         "STT_CPU_THREADS": "2",
+        # One API process unless a test asks for more: the default (one per core) forks a
+        # second beside every service, which most tests do not need; several processes
+        # are tested on their own (tests/e2e/test_api_workers.py, the drain test).
+        "STT_API_WORKERS": "1",
         "PYTHONUNBUFFERED": "1",
         **env,
     }
