@@ -25,6 +25,7 @@ from sqlalchemy import Engine, Executable, Row, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.cursors import make_cursor, parse_cursor
+from core.db import retry_once_if_disconnected
 from core.jobview import job_json
 from core.models import Job, JobStatus
 
@@ -133,7 +134,9 @@ class JobReads:
 
     On SQLite (`local` given: a sync engine on the same file) a read runs on the event loop
     itself: a primary-key lookup in WAL mode takes microseconds and never waits on a writer,
-    while aiosqlite's thread costs five hops per query, most of a poll's CPU."""
+    while aiosqlite's thread costs five hops per query, most of a poll's CPU. On Postgres
+    `engine` is the read engine (`core.db.make_read_engine`): autocommit, no pre-ping, a
+    read retried once on a dropped connection."""
 
     engine: AsyncEngine
     ttl_s: float
@@ -154,12 +157,17 @@ class JobReads:
                     if not out[-1]:
                         break
             return out
-        async with self.engine.connect() as aconn:
-            for query, params in queries:
-                out.append(list((await aconn.execute(query, params)).all()))
-                if not out[-1]:
-                    break
-        return out
+
+        async def read() -> list[list[Row[Any]]]:
+            out.clear()
+            async with self.engine.connect() as aconn:
+                for query, params in queries:
+                    out.append(list((await aconn.execute(query, params)).all()))
+                    if not out[-1]:
+                        break
+            return out
+
+        return await retry_once_if_disconnected(read)
 
     async def one(self, tenant: str, job_id: str) -> RenderedJob | None:
         """The tenant's job rendered, or None when there is no such job of theirs."""
