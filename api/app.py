@@ -39,7 +39,9 @@ def build_state(settings: Settings) -> AppState:
     waiter = JobWaiter(sessions, settings.broker.redis_url, settings.broker.waiter_poll_s)
     local = make_engine(settings.database.url) if engine.dialect.name == "sqlite" else None
     read_engine = make_read_engine(settings.database.url)
-    reads = JobReads(read_engine or engine, settings.api.job_cache_s, local)
+    reads = JobReads(
+        read_engine or engine, settings.api.job_cache_s, local, driver_sql=read_engine is not None
+    )
     waiter.listeners.append(reads.evict)
 
     async def cancel(job: Job) -> bool:
