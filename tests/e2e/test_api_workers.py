@@ -124,6 +124,8 @@ def test_the_embedded_default_transcribes_with_two_api_processes(tmp_path: Path)
             )
         assert r.status_code == 200, r.text
         assert "country" in r.json()["text"].lower()
+        # the workers were started once, by the supervisor: a transcription and a webhook one
+        assert len(_worker_pids(svc)) == 2
         assert len(_api_processes(svc) - _worker_pids(svc)) == 2
         log = svc.log()
         assert log.count("Running upgrade  -> 0001") == 1
