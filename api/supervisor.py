@@ -12,8 +12,9 @@ nothing with a thread or a connection crosses it.
 SIGTERM or SIGINT to the supervisor (or to the whole process group): every API process
 gets SIGTERM once and drains (uvicorn's graceful shutdown: it stops accepting, finishes
 the requests in flight, then runs the app's shutdown); the supervisor returns once all
-have exited. A process that dies otherwise is replaced, unless it failed before it
-served (a bad app or socket would fail the same way again): then all stop.
+have exited; a second signal to it kills them at once. A process that dies otherwise is
+replaced, unless it failed before it served (a bad app or socket would fail the same way
+again): then all stop.
 """
 
 from __future__ import annotations
@@ -39,12 +40,22 @@ POLL_S = 0.2
 """How often the supervisor looks for an API process that has exited."""
 
 
+class ApiServer(uvicorn.Server):
+    """uvicorn's server in a forked API process: any stop signal asks for the drain, never
+    a forced exit. A terminal's Ctrl-C reaches every process of the group while the
+    supervisor sends SIGTERM too, and uvicorn takes a SIGINT after another signal as "force
+    quit"; forcing is the supervisor's (a second signal to it kills the processes)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(signal.SIGTERM, frame)
+
+
 def _serve_forever(config: uvicorn.Config, sockets: list[socket.socket]) -> int:
     """The body of one forked API process; its exit status."""
     for sig in STOP_SIGNALS:  # the supervisor's handlers are not this process's
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    server = uvicorn.Server(config)
+    server = ApiServer(config)
     try:
         server.run(sockets=sockets)
     except BaseException:  # uvicorn exits with SystemExit when the app does not import
@@ -85,15 +96,20 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping, self.status = True, status
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: int) -> None:
         for pid in self.children:
             with contextlib.suppress(ProcessLookupError):  # it has just exited
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
 
     def _on_signal(self, sig: int, _frame: FrameType | None) -> None:
-        log.info(
-            "received %s: the API processes finish their requests, then exit",
-            signal.Signals(sig).name,
-        )
+        name = signal.Signals(sig).name
+        if self.stopping:
+            log.warning("received %s again: the API processes are stopped now", name)
+            self._signal_all(signal.SIGKILL)
+            return
+        log.info("received %s: the API processes finish their requests, then exit", name)
         self.stop()
 
     def run(self, started: Callable[[], None] = lambda: None) -> int:
