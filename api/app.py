@@ -21,7 +21,7 @@ from api.ratelimit import RateLimiter
 from api.routes import cartesia, health, jobs, metrics, openai, outputs, realtime, web
 from api.state import AppState
 from api.waiter import JobWaiter
-from core.db import async_session_factory, make_async_engine, make_engine
+from core.db import async_session_factory, make_async_engine, make_engine, make_read_engine
 from core.logs import configure_logging
 from core.models import Job
 from core.queues import make_celery
@@ -38,7 +38,10 @@ def build_state(settings: Settings) -> AppState:
     sessions = async_session_factory(engine)
     waiter = JobWaiter(sessions, settings.broker.redis_url, settings.broker.waiter_poll_s)
     local = make_engine(settings.database.url) if engine.dialect.name == "sqlite" else None
-    reads = JobReads(engine, settings.api.job_cache_s, local)
+    read_engine = make_read_engine(settings.database.url)
+    reads = JobReads(
+        read_engine or engine, settings.api.job_cache_s, local, driver_sql=read_engine is not None
+    )
     waiter.listeners.append(reads.evict)
 
     async def cancel(job: Job) -> bool:
@@ -76,6 +79,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         await state.waiter.stop()
         await state.limiter.close()
         await state.engine.dispose()
+        if state.reads.engine is not state.engine:
+            await state.reads.engine.dispose()
         if state.reads.local is not None:
             state.reads.local.dispose()
 
@@ -118,8 +123,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def serve_app() -> Litestar:
-    """What `stt serve` runs in each API process: with STT_API_WORKERS > 1 they are spawned
-    afresh, so each sets up the service's logging itself before making the app."""
+    """What `stt serve` runs in each API process (with STT_API_WORKERS > 1, each forked one
+    builds its own app, after the fork); it sets up the service's logging first."""
     settings = load_settings()
     configure_logging(settings.logs.level, settings.logs.format)
     return create_app(settings)

@@ -204,24 +204,28 @@ def announce_when_accepting(host: str, port: int, line: str, limit_s: float = 60
     threading.Thread(target=wait_then_print, name="announce", daemon=True).start()
 
 
+def _end_serving(_sig: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(settings: Settings, workers: int) -> None:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
+
+    from api.supervisor import Supervisor
 
     with fatal_start_errors("stt serve"):
         check_storage(settings)
         migrate(settings.database.url)  # once, here, before any API process starts
     ensure_first_key(settings)
-    prepare_metrics_dir(settings)
+    prepare_metrics_dir(settings)  # before anything imports prometheus_client
     procs = start_workers(workers)
     streaming = StreamingWorkers(streaming_worker_count(settings))
-    announce_when_accepting(
-        settings.api.host,
-        settings.api.port,
+    count = settings.api.workers
+    line = (
         f"Serving on http://{settings.api.host}:{settings.api.port} "
-        f"({settings.api.workers} API process(es), {workers} worker process(es) beside them"
+        f"({count} API process(es), {workers} worker process(es) beside them"
         f"{', and a webhook worker' if workers else ''}"
-        f"{f', {len(streaming.procs)} streaming worker(s)' if streaming.procs else ''})",
+        f"{f', {len(streaming.procs)} streaming worker(s)' if streaming.procs else ''})"
     )
     config = uvicorn.Config(
         "api.app:serve_app",
@@ -229,25 +233,32 @@ def serve(settings: Settings, workers: int) -> None:
         factory=True,
         host=settings.api.host,
         port=settings.api.port,
-        workers=settings.api.workers,
-        # A spawned API process imports the whole app before it answers the supervisor's
-        # ping; on a busy machine that outlasts uvicorn's 5 s and it is killed in a loop.
-        timeout_worker_healthcheck=60,
         log_level=settings.logs.level.lower(),
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.api.shutdown_grace_s,
         http=GuardedHttpProtocol,  # header deadline, JSON for malformed HTTP
         limit_concurrency=settings.api.max_connections,
     )
+    status = 0
     try:
         sockets = listening_sockets(settings)  # the API's port, and STT_METRICS_PORT's
-        server = uvicorn.Server(config)
-        if config.workers > 1:  # as uvicorn.run does, with our sockets
-            Multiprocess(config, sockets=sockets).run()
+        if count > 1:
+            import api.app  # noqa: F401  (imported once, before the fork, for every process)
+
+            status = Supervisor(config, sockets, count).run(
+                started=lambda: announce_when_accepting(settings.api.host, settings.api.port, line)
+            )
         else:
-            server.run(sockets=sockets)
+            announce_when_accepting(settings.api.host, settings.api.port, line)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                # uvicorn raises the signal again once it has drained: here it ends the
+                # run (and not the process, with the workers left behind).
+                signal.signal(sig, _end_serving)
+            uvicorn.Server(config).run(sockets=sockets)
     finally:
         streaming.stop()
-        stop_workers(procs)
+        stop_workers(procs)  # after the API has drained: its requests may wait on them
+    if status:
+        sys.exit(status)
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> None:

@@ -15,16 +15,18 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from litestar import Response
-from sqlalchemy import Engine, Executable, Row, and_, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Engine, Row, Select, and_, bindparam, or_, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from api.cursors import make_cursor, parse_cursor
+from core.db import retry_once_if_disconnected
 from core.jobview import job_json
 from core.models import Job, JobStatus
 
@@ -76,6 +78,10 @@ class JobRow:
     attempts: int | None = None
     options: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+
+
+def _mapping(row: Row[Any]) -> Mapping[str, Any]:
+    return cast(Mapping[str, Any], row._mapping)
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,9 @@ class JobReads:
 
     On SQLite (`local` given: a sync engine on the same file) a read runs on the event loop
     itself: a primary-key lookup in WAL mode takes microseconds and never waits on a writer,
-    while aiosqlite's thread costs five hops per query, most of a poll's CPU."""
+    while aiosqlite's thread costs five hops per query, most of a poll's CPU. On Postgres
+    `engine` is the read engine (`core.db.make_read_engine`): autocommit, no pre-ping, a
+    read retried once on a dropped connection."""
 
     engine: AsyncEngine
     ttl_s: float
@@ -143,23 +151,78 @@ class JobReads:
     _ended: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
     _bytes: int = 0
 
-    async def _rows(self, *queries: tuple[Executable, dict[str, Any]]) -> list[list[Row[Any]]]:
+    driver_sql: bool = False
+    """Run the prebuilt statements as SQL on the driver's connection (Postgres' read engine):
+    a third of a read's CPU was SQLAlchemy's execution and result layers."""
+    _sql: dict[int, str] = field(default_factory=dict)
+
+    async def _rows(
+        self, *queries: tuple[Select[Any], dict[str, Any]], prebuilt: bool = True
+    ) -> list[list[Mapping[str, Any]]]:
         """Each query's rows, in one connection; the next query runs only when the one before
-        found rows (a missing job asks no more)."""
-        out: list[list[Row[Any]]] = []
+        found rows (a missing job asks no more). `prebuilt`: the queries are this module's
+        constant statements (their SQL is compiled once)."""
+        out: list[list[Mapping[str, Any]]] = []
         if self.local is not None:
             with self.local.connect() as conn:
                 for query, params in queries:
-                    out.append(list(conn.execute(query, params).all()))
+                    out.append([_mapping(r) for r in conn.execute(query, params)])
                     if not out[-1]:
                         break
             return out
-        async with self.engine.connect() as aconn:
-            for query, params in queries:
-                out.append(list((await aconn.execute(query, params)).all()))
-                if not out[-1]:
-                    break
-        return out
+
+        async def read() -> list[list[Mapping[str, Any]]]:
+            out.clear()
+            async with self.engine.connect() as aconn:
+                if self.driver_sql and prebuilt:
+                    await self._driver_rows(aconn, queries, out)
+                    return out
+                for query, params in queries:
+                    out.append([_mapping(r) for r in await aconn.execute(query, params)])
+                    if not out[-1]:
+                        break
+            return out
+
+        return await retry_once_if_disconnected(read)
+
+    async def _driver_rows(
+        self,
+        aconn: AsyncConnection,
+        queries: tuple[tuple[Select[Any], dict[str, Any]], ...],
+        out: list[list[Mapping[str, Any]]],
+    ) -> None:
+        raw = await aconn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None  # checked out, so connected
+        for query, params in queries:
+            sql = self._sql.get(id(query))
+            if sql is None:
+                sql = self._sql[id(query)] = str(query.compile(dialect=self.engine.dialect))
+            try:
+                cursor = await driver.execute(sql, params)
+                names = [column.name for column in cursor.description]
+                out.append([dict(zip(names, row, strict=True)) for row in await cursor.fetchall()])
+            except Exception as exc:
+                raise await self._driver_error(aconn, driver, sql, params, exc) from exc
+            if not out[-1]:
+                break
+
+    async def _driver_error(
+        self, aconn: AsyncConnection, driver: Any, sql: str, params: dict[str, Any], exc: Exception
+    ) -> Exception:
+        """The driver's error as SQLAlchemy would have raised it (so the 503 handlers and the
+        retry see it); on a lost connection the pool is dropped as SQLAlchemy drops it."""
+        dialect = self.engine.dialect
+        dbapi = dialect.loaded_dbapi
+        if not isinstance(exc, dbapi.Error):
+            return exc
+        lost = dialect.is_disconnect(exc, driver, None)
+        if lost:
+            await aconn.invalidate(exc)
+            await self.engine.dispose(close=False)  # the pool's other connections are stale
+        return DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=lost, dialect=dialect
+        )
 
     async def one(self, tenant: str, job_id: str) -> RenderedJob | None:
         """The tenant's job rendered, or None when there is no such job of theirs."""
@@ -175,11 +238,11 @@ class JobReads:
         [found] = await self._rows((_ONE, {"job_id": job_id, "tenant": tenant}))
         if not found:
             return None
-        row = JobRow(**found[0]._mapping)
+        row = JobRow(**found[0])
         if row.status == JobStatus.succeeded.value:
             [extra] = await self._rows((_TRANSCRIPT, {"job_id": job_id}))
             if extra:
-                row = JobRow(**{**row.__dict__, **extra[0]._mapping})
+                row = JobRow(**{**row.__dict__, **extra[0]})
         job = render(tenant, row)
         if job.ended:
             self._keep(job)
@@ -224,8 +287,8 @@ class JobReads:
                 or_(Job.created_at < created, and_(Job.created_at == created, Job.id < last_id))
             )
         query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-        [found] = await self._rows((query, {}))
-        rows = [JobRow(**r._mapping) for r in found]
+        [found] = await self._rows((query, {}), prebuilt=False)
+        rows = [JobRow(**r) for r in found]
         page, more = rows[:limit], len(rows) > limit
         return {
             "data": [job_json(r, include_result=False) for r in page],

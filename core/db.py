@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +26,8 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_S = 5
 """A database that does not answer is reported (503) rather than waited on."""
@@ -107,6 +111,38 @@ def make_async_engine(url: str) -> AsyncEngine:
     if _is_sqlite(url):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def make_read_engine(url: str) -> AsyncEngine | None:
+    """For the poll path's reads on Postgres (None on SQLite, read on the event loop): its own
+    small pool in autocommit, and no pre-ping, so a poll is one round trip, not four (the
+    ping, BEGIN, the query, ROLLBACK). A connection the server dropped (a restart) is found
+    by the read itself: the pool is invalidated and the caller retries once
+    (:func:`retry_once_if_disconnected`)."""
+    if _is_sqlite(url):
+        return None
+    return create_async_engine(
+        async_url(url),
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,  # nothing to roll back in autocommit
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=30,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )
+
+
+async def retry_once_if_disconnected(read: Callable[[], Awaitable[T]]) -> T:
+    """`read()`, and once more if it failed on a connection the database had dropped
+    (SQLAlchemy's "pessimistic" pre-ping traded for this "optimistic" handling). Only for
+    reads: nothing was written that a second try could repeat."""
+    try:
+        return await read()
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    return await read()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

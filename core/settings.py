@@ -236,9 +236,18 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+API_WORKERS_CAP = 4
+"""`STT_API_WORKERS=auto` runs one API process per usable core, at most this many."""
+
+
+def _auto_api_workers() -> int:
+    return min(usable_cores(), API_WORKERS_CAP)
+
+
 def _api_workers(raw: str | None, name: str, default: Any) -> int:
-    if (raw or "").strip().lower() == "auto":
-        return min(usable_cores(), 4)
+    """Unset or `auto`: the derived default (one per usable core, capped); 0 means 1."""
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return int(default)
     count = _int(raw, name, default)
     return count if count > 0 else 1
 
@@ -385,11 +394,19 @@ class ApiSettings:
         help="how long an Idempotency-Key names its job",
     )
     workers: int = setting(
-        1,
         env="STT_API_WORKERS",
         read=_api_workers,
+        derive=lambda _: _auto_api_workers(),
+        shown="auto",
         help="API processes `stt serve` runs (`auto`: one per usable core, at most 4); /metrics "
         "sums them (Prometheus multiprocess mode)",
+    )
+    shutdown_grace_s: int = setting(
+        30,
+        env="STT_SHUTDOWN_GRACE_S",
+        read=_int,
+        help="on SIGTERM, how long the API waits for requests in flight (a synchronous call "
+        "waits for its transcript) before it cancels them",
     )
     key_cache_s: float = setting(
         5.0,

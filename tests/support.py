@@ -28,9 +28,9 @@ from bench.support import (
     free_port,
     long_audio,
     normalise,
-    start_service,
     stop_service_proc,
 )
+from bench.support import start_service as _start_service
 
 # The shared helpers live in bench/support.py (the bench may not import tests/).
 __all__ = [
@@ -76,6 +76,23 @@ def celery_broker_idle(redis_url: str, queue: str) -> bool:
         return waiting == 0 and int(client.hlen("unacked")) == 0
     finally:
         client.close()
+
+
+def start_service(
+    data_dir: Path,
+    env: Mapping[str, str],
+    workers: int = 1,
+    timeout: float = 90.0,
+    log_name: str = "service.log",
+    python: str = sys.executable,
+) -> LiveService:
+    """bench.support's `stt serve` on loopback, with one API process unless `env` asks for
+    more: the default (one per core) forks a second beside every service, which most tests
+    do not need; several processes are tested on their own (tests/e2e/test_api_workers.py,
+    the drain test)."""
+    return _start_service(
+        data_dir, {"STT_API_WORKERS": "1", **env}, workers, timeout, log_name, python
+    )
 
 
 def wait_for_worker(service: LiveService, timeout: float = 60.0) -> None:

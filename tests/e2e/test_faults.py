@@ -173,6 +173,63 @@ def test_postgres_unreachable_is_a_503_in_each_shape_and_recovers(
         proxy.stop()
 
 
+def test_polls_after_the_database_dropped_its_connections_are_answered(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """The poll path's pool has no pre-ping: the first read on a connection the database
+    dropped (a restart, here every connection cut) is retried once on a fresh one, so
+    the caller never sees the restart."""
+    proxy = TcpProxy(5432)
+    proxy.start()
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    service = start_service(
+        tmp_path / "api",
+        {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
+        workers=0,
+    )
+    try:
+        job_id = submit(service, clip(SHORT).path).json()["id"]
+        for _ in range(3):  # the read pool now holds a connection (or more)
+            assert get(service, job_id).json()["status"] == "queued"
+        proxy.stop()  # every connection broken...
+        proxy.start()  # ...and the database back at once, before any request noticed
+        polled = get(service, job_id)
+        assert polled.status_code == 200, polled.text
+        assert polled.json()["status"] == "queued"
+        listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers(), timeout=30)
+        assert listing.status_code == 200 and [j["id"] for j in listing.json()["data"]] == [job_id]
+    finally:
+        stop_service_proc(service.proc)
+        proxy.stop()
+
+
+def test_polls_while_the_database_is_unreachable_are_503(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """With no pre-ping and one retry, a poll of a database that stays away is still a clear
+    503, and polls answer again once it is back."""
+    proxy = TcpProxy(5432)
+    proxy.start()
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    service = start_service(
+        tmp_path / "api",
+        {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
+        workers=0,
+    )
+    try:
+        job_id = submit(service, clip(SHORT).path).json()["id"]
+        assert get(service, job_id).status_code == 200
+        proxy.stop()
+        down = get(service, job_id)
+        assert down.status_code == 503, down.text
+        assert down.json()["error_code"] == "service_unavailable"
+        proxy.start()
+        assert get(service, job_id).json()["status"] == "queued"
+    finally:
+        stop_service_proc(service.proc)
+        proxy.stop()
+
+
 def test_five_hundred_callers_waiting_at_once(
     api_only: tuple[LiveService, dict[str, str]],
 ) -> None:

@@ -16,8 +16,10 @@ def test_defaults_follow_the_cores_this_process_may_use() -> None:
     cores = len(os.sched_getaffinity(0))
     assert usable_cores() == cores
     s = load_settings({})
-    assert s.api.workers == 1
+    assert s.api.workers == min(cores, 4)
     assert load_settings({"STT_API_WORKERS": "auto"}).api.workers == min(cores, 4)
+    assert load_settings({"STT_API_WORKERS": "0"}).api.workers == 1
+    assert s.api.shutdown_grace_s == 30
     assert s.engine.cpu_threads == cores
     assert load_settings({"STT_WORKER_CONCURRENCY": str(cores * 2)}).engine.cpu_threads == 1
     assert load_settings({"STT_CPU_THREADS": "3"}).engine.cpu_threads == 3
@@ -49,6 +51,8 @@ def test_perf_settings_are_read() -> None:
     ("name", "value"),
     [
         ("STT_API_WORKERS", "-1"),
+        ("STT_API_WORKERS", "many"),
+        ("STT_SHUTDOWN_GRACE_S", "-1"),
         ("STT_KEY_CACHE_S", "soon"),
         ("STT_WAITER_POLL_S", "0"),
         ("STT_BROKER_POLL_S", "-0.5"),
