@@ -8,7 +8,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
-from api.cancel import cancel_job
+from api.cancel import cancel_job, count_caller
 from api.deps import DEPENDENCIES
 from api.errors import EXCEPTION_HANDLERS
 from api.hangup import HangUps
@@ -45,7 +45,10 @@ def build_state(settings: Settings) -> AppState:
     waiter.listeners.append(reads.evict)
 
     async def cancel(job: Job) -> bool:
-        return await cancel_job(state, job)
+        return await cancel_job(state, job, unless_awaited=True)
+
+    async def count(job_id: str, change: int) -> None:
+        await count_caller(state, job_id, change)
 
     state = AppState(
         settings=settings,
@@ -62,7 +65,7 @@ def build_state(settings: Settings) -> AppState:
         metrics=HttpMetrics(),
         reads=reads,
         keys=KeyCache(settings.api.key_cache_s),
-        hangups=HangUps(settings.limits.sync_hangup_grace_s, cancel),
+        hangups=HangUps(settings.limits.sync_hangup_grace_s, cancel, count),
     )
     return state
 

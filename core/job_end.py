@@ -36,10 +36,14 @@ def end_statement(where: ColumnElement[bool], values: dict[str, Any]) -> Update:
     return update(Job).where(where).values(values)
 
 
-def cancel_statement(job_id: str) -> Update:
-    """Cancel the job if it is still queued or running."""
+def cancel_statement(job_id: str, *, unless_awaited: bool = False) -> Update:
+    """Cancel the job if it is still queued or running (and, `unless_awaited`, if no
+    synchronous caller waits on it in any API process)."""
+    where = (Job.id == job_id) & Job.status.in_((JobStatus.queued.value, JobStatus.running.value))
+    if unless_awaited:
+        where = where & (Job.sync_callers <= 0)
     return end_statement(
-        (Job.id == job_id) & Job.status.in_((JobStatus.queued.value, JobStatus.running.value)),
+        where,
         {
             "status": JobStatus.cancelled.value,
             "completed_at": utcnow(),
@@ -56,6 +60,11 @@ class AfterEnd:
     drop_audio: str | None
     """The audio key to delete, or None to keep it."""
     send_webhook: bool
+
+
+def callers_statement(job_id: str, change: int) -> Update:
+    """Count a synchronous caller in (+1) or out (-1) of the job's `sync_callers`."""
+    return update(Job).where(Job.id == job_id).values(sync_callers=Job.sync_callers + change)
 
 
 def after_end(audio_key: str | None, webhook_url: str | None, *, keep_audio: bool) -> AfterEnd:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -100,6 +101,9 @@ class Job(Base):
     """The process that runs the job; None while queued, or once cut into chunks."""
     chunked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Cut into chunks: the job's chunks carry it on, no single worker owns it."""
+    sync_callers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    """Synchronous callers waiting on the job in every API process (a hang-up cancels only
+    when none is left: a retry may reach another process)."""
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -18,7 +18,12 @@ from tests.support import LiveService, clip, start_service, stop_service_proc, w
 
 pytestmark = pytest.mark.e2e
 KEY = "sk-stt-api-workers-0123456789"
-ENV = {"STT_API_KEY": KEY, "STT_API_WORKERS": "2", "STT_RATE_LIMIT_PER_MINUTE": "0"}
+ENV = {
+    "STT_API_KEY": KEY,
+    "STT_API_WORKERS": "2",
+    "STT_RATE_LIMIT_PER_MINUTE": "0",
+    "STT_RT_EMBEDDED_WORKERS": "0",  # the supervisor's children: API processes and workers only
+}
 
 
 @pytest.fixture(scope="module")

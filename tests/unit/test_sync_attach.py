@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -209,3 +210,56 @@ def test_a_bad_grace_setting_is_refused(grace: str) -> None:
 
     with pytest.raises(ConfigError):
         load_settings({"STT_SYNC_HANGUP_GRACE_S": grace})
+
+
+def test_a_retry_in_another_api_process_keeps_the_job(tmp_path: Path) -> None:
+    """Two API processes over one database (two app states): a caller hangs up on one, its
+    retry waits on the other; the first one's cancel leaves the job, the retry's hang-up
+    cancels it (the count of callers is the job row's, not a process's)."""
+    from sqlalchemy import select
+
+    from api.app import build_state
+    from core.db import make_engine, session_factory
+    from core.migrate import upgrade
+    from core.models import JobStatus
+    from core.settings import load_settings
+
+    settings = load_settings(
+        {"STT_DATA_DIR": str(tmp_path), "STT_API_KEY": KEY, "STT_SYNC_HANGUP_GRACE_S": "0"}
+    )
+    upgrade(settings.database.url)
+    engine = make_engine(settings.database.url)
+    job = Job(id="j1", tenant="t", queue=INTERACTIVE_QUEUE, model="m", model_spec="m", options={})
+    with session_factory(engine)() as session, session.begin():
+        session.add(job)
+
+    def row() -> tuple[str, int]:
+        with session_factory(engine)() as session:
+            found = session.execute(select(Job.status, Job.sync_callers)).one()
+            return str(found.status), int(found.sync_callers)
+
+    async def run() -> list[tuple[str, int]]:
+        first, second = build_state(settings), build_state(settings)
+        seen = []
+        try:
+            await first.hangups.arrive("j1")  # the call, on the first process
+            await second.hangups.arrive("j1")  # its retry, on the second
+            first.hangups.leave(job, hung_up=True)  # the call's client has gone
+            await first.hangups.settle()
+            seen.append(row())
+            second.hangups.leave(job, hung_up=True)  # and now the retry's too
+            await second.hangups.settle()
+            seen.append(row())
+        finally:
+            for state in (first, second):
+                await state.hangups.close()
+                await state.engine.dispose()
+        return seen
+
+    try:
+        assert asyncio.run(run()) == [
+            (JobStatus.queued.value, 1),
+            (JobStatus.cancelled.value, 0),
+        ]
+    finally:
+        engine.dispose()
