@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from bench import peer, polls
+from bench.bare import BareLibrary, bare_transcribe
 from bench.harness import (
     KEY,
     Services,
@@ -96,23 +97,10 @@ def bare_model(cache_dir: Path, cpu_threads: int | None = None, spec: str = MODE
     return WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=count)
 
 
-def bare_transcribe(model: Any, path: Path | str, batch: int, **options: Any) -> tuple[float, str]:
-    """faster-whisper itself, with the service's options: (seconds, text)."""
-    from faster_whisper import BatchedInferencePipeline
-
-    runner = BatchedInferencePipeline(model) if batch > 0 else model
-    extra = {"batch_size": batch} if batch > 0 else {}
-    started = time.perf_counter()
-    segments, _ = runner.transcribe(
-        str(path),
-        beam_size=5,
-        vad_filter=True,
-        temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-        **extra,
-        **options,
-    )
-    text = "".join(s.text for s in segments).strip()
-    return time.perf_counter() - started, text
+BARE = (
+    "faster-whisper in a process of its own (bench/bare.py), the model loaded once, the "
+    "service's options (int8, beam 5, VAD, temperature fallback) and threads"
+)
 
 
 def service_batch(services: Services) -> int:
@@ -122,10 +110,10 @@ def service_batch(services: Services) -> int:
 
 
 def short_call_figure(
-    svc: LiveService, backend: Services, model: Any, batch: int, pairs: int, tag: str
+    svc: LiveService, backend: Services, bare: BareLibrary, batch: int, pairs: int, tag: str
 ) -> tuple[dict[str, Any], list[str]]:
     """Figure 3 on one backend: the 11 s clip through `POST /stt` against the bare library
-    in this process, `pairs` paired interleaved runs after two warm-ups of each."""
+    (a process of its own), `pairs` paired interleaved runs after two warm-ups of each."""
     short = clip(SHORT).path
     ids: list[str] = []
 
@@ -136,8 +124,8 @@ def short_call_figure(
 
     for _ in range(2):  # warm both: model loaded, caches filled
         service()
-        bare_transcribe(model, short, batch)
-    timing = paired(lambda: bare_transcribe(model, short, batch)[0], service, pairs)
+        bare.transcribe(short, batch)
+    timing = paired(lambda: bare.transcribe(short, batch)[0], service, pairs)
     target = 1.05
     fig = figure(
         f"short_call_{tag}",
@@ -150,6 +138,7 @@ def short_call_figure(
         model=MODEL,
         threads=threads(),
         batch_size=batch,
+        bare=BARE,
         **timing.summary("bare", "service", "ms", 1000),
     )
     return fig, ids
@@ -158,7 +147,7 @@ def short_call_figure(
 def long_file_figure(
     svc: LiveService,
     backend: Services,
-    model: Any,
+    bare_library: BareLibrary,
     batch: int,
     pairs: int,
     audio: tuple[Path, str, float],
@@ -176,7 +165,7 @@ def long_file_figure(
         return elapsed
 
     def bare() -> float:
-        elapsed, texts["bare"] = bare_transcribe(model, path, batch)
+        elapsed, texts["bare"] = bare_library.transcribe(path, batch)
         return elapsed
 
     timing = paired(bare, service, pairs)
@@ -195,6 +184,7 @@ def long_file_figure(
         model=MODEL,
         threads=threads(),
         batch_size=batch,
+        bare=BARE,
         **timing.summary("bare", "service"),
         service_wer=round(service_wer, 4),
         bare_wer=round(error_rate(reference, texts["bare"], "en"), 4),
@@ -208,22 +198,28 @@ def engine_and_short_calls(
     cfg: Config,
     audio: tuple[Path, str, float],
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """Figures 1 and 3: one worker with `threads()` threads against the library in this
-    process; the short call on the embedded default and on Postgres + Redis, the long file
-    on the embedded default. Returns the figures, the unchunked run, the job ids."""
-    model = bare_model(embedded.data_dir / "models")
+    """Figures 1 and 3: one worker with `threads()` threads against the library in a process
+    of its own with as many; the short call on the embedded default and on Postgres + Redis,
+    the long file on the embedded default. Returns the figures, the unchunked run, job ids."""
+    model_path = resolve_model_path(MODEL, embedded.data_dir / "models")
     figures: list[dict[str, Any]] = []
     ids: list[str] = []
-    with embedded.run(1, STT_CPU_THREADS=str(threads())) as svc:
+    with (
+        BareLibrary(str(model_path), threads()) as bare,
+        embedded.run(1, STT_CPU_THREADS=str(threads())) as svc,
+    ):
         batch = service_batch(embedded)
-        fig, more = short_call_figure(svc, embedded, model, batch, cfg.pairs, "embedded")
+        fig, more = short_call_figure(svc, embedded, bare, batch, cfg.pairs, "embedded")
         figures.append(fig)
         ids += more
-        fig, unchunked, more = long_file_figure(svc, embedded, model, batch, cfg.pairs, audio)
+        fig, unchunked, more = long_file_figure(svc, embedded, bare, batch, cfg.pairs, audio)
         figures.insert(0, fig)
         ids += more
-    with pg.run(1, STT_CPU_THREADS=str(threads())) as svc:
-        fig, more = short_call_figure(svc, pg, model, service_batch(pg), cfg.pairs, "pg")
+    with (
+        BareLibrary(str(model_path), threads()) as bare,
+        pg.run(1, STT_CPU_THREADS=str(threads())) as svc,
+    ):
+        fig, more = short_call_figure(svc, pg, bare, service_batch(pg), cfg.pairs, "pg")
         figures.append(fig)
         ids += more
     return figures, unchunked, ids
