@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from bench.harness import (
     run_job,
     transcribe_sync,
 )
+from bench.idle import tree_cpu_seconds
 from bench.load import api_under_load, upload_memory
 from bench.pairs import paired
 from bench.support import ROOT, LiveService, clip, error_rate
@@ -109,6 +111,30 @@ def service_batch(services: Services) -> int:
     return batch_size_for(None, MODEL, "cpu", choices_path(services.data_dir))
 
 
+CPU_NOTE = (
+    "CPU seconds each side's process tree used per run (the service's: API, worker and "
+    "webhook worker): more CPU is more work; the same CPU over a longer wall time is the "
+    "machine giving that side less of itself"
+)
+
+
+class CpuCount:
+    """The CPU seconds a process tree uses over each call of a timed function."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seconds: list[float] = []
+
+    def around(self, run: Callable[[], float]) -> Callable[[], float]:
+        def counted() -> float:
+            before = tree_cpu_seconds(self.pid)
+            elapsed = run()
+            self.seconds.append(round(tree_cpu_seconds(self.pid) - before, 2))
+            return elapsed
+
+        return counted
+
+
 def short_call_figure(
     svc: LiveService, backend: Services, bare: BareLibrary, batch: int, pairs: int, tag: str
 ) -> tuple[dict[str, Any], list[str]]:
@@ -125,7 +151,12 @@ def short_call_figure(
     for _ in range(2):  # warm both: model loaded, caches filled
         service()
         bare.transcribe(short, batch)
-    timing = paired(lambda: bare.transcribe(short, batch)[0], service, pairs)
+    bare_cpu, service_cpu = CpuCount(bare.proc.pid), CpuCount(svc.proc.pid)
+    timing = paired(
+        bare_cpu.around(lambda: bare.transcribe(short, batch)[0]),
+        service_cpu.around(service),
+        pairs,
+    )
     target = 1.05
     fig = figure(
         f"short_call_{tag}",
@@ -140,6 +171,9 @@ def short_call_figure(
         batch_size=batch,
         bare=BARE,
         **timing.summary("bare", "service", "ms", 1000),
+        bare_cpu_s=bare_cpu.seconds,
+        service_cpu_s=service_cpu.seconds,
+        cpu_note=CPU_NOTE,
     )
     return fig, ids
 
@@ -168,7 +202,8 @@ def long_file_figure(
         elapsed, texts["bare"] = bare_library.transcribe(path, batch)
         return elapsed
 
-    timing = paired(bare, service, pairs)
+    bare_cpu, service_cpu = CpuCount(bare_library.proc.pid), CpuCount(svc.proc.pid)
+    timing = paired(bare_cpu.around(bare), service_cpu.around(service), pairs)
     target = 1.03
     service_wer = error_rate(reference, texts["service"], "en")
     fig = figure(
@@ -186,6 +221,9 @@ def long_file_figure(
         batch_size=batch,
         bare=BARE,
         **timing.summary("bare", "service"),
+        bare_cpu_s=bare_cpu.seconds,
+        service_cpu_s=service_cpu.seconds,
+        cpu_note=CPU_NOTE,
         service_wer=round(service_wer, 4),
         bare_wer=round(error_rate(reference, texts["bare"], "en"), 4),
     )
