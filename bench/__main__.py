@@ -1,9 +1,14 @@
-"""`python -m bench [--quick] [--only NAMES] [--out PATH]`: measure, print, write JSON.
+"""`python -m bench [--quick] [--only NAMES] [--pairs N] [--peer-url URL] [--out PATH]`:
+measure, print, write JSON.
 
-Starts its own services on loopback (a Postgres database and a Redis database number of
-its own, a data directory under /tmp), runs the figures one after another, stops what it
-started and drops the database. Timings are only as quiet as the machine: the load average
-is recorded with each figure.
+Starts its own services on loopback (the embedded default in data directories of its own,
+and a Postgres database and a Redis database number of its own), runs the figures one after
+another, stops what it started and drops the database. Every service-against-baseline
+figure is the median of paired, interleaved ratios (the order alternating); the load
+average is recorded with each figure. `--only engine` also stores the batching choice for
+this machine where the worker reads it (`--batching-file`, default
+`$STT_DATA_DIR/batching.json`). `--peer-url` puts another OpenAI-compatible server beside
+ours (the short call and the long file).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from bench.harness import (
     redis_database,
     write_json,
 )
+from bench.peer import Server
 from bench.suite import (
     FULL,
     QUICK,
@@ -33,10 +39,15 @@ from bench.suite import (
     engine_and_short_calls,
     engine_choice,
     pool_scaling,
+    run_peer,
 )
 from bench.support import ROOT
+from core.settings import load_settings
+from worker.batching import choices_path
 
-PARTS = ("engine", "overhead", "pool", "api", "realtime", "diarization")
+PARTS = ("engine", "overhead", "pool", "api", "peer", "realtime", "diarization")
+DEFAULT = ("engine", "overhead", "pool", "api", "realtime", "diarization")
+"""What runs without --only (and "peer" with --peer-url)."""
 
 
 def table(figures: list[dict[str, Any]]) -> str:
@@ -51,30 +62,49 @@ def table(figures: list[dict[str, Any]]) -> str:
 
 
 def engine_table(choice: dict[str, Any]) -> str:
-    lines = [f"batched vs sequential, {choice['audio_s']} s of speech, {choice['threads']} threads"]
+    lines = [
+        f"batched vs sequential, {choice['audio_s']} s of speech, {choice['threads']} threads, "
+        f"median of {choice['rounds']} interleaved round(s)"
+    ]
     for spec, m in choice["models"].items():
         runs = ", ".join(
             f"batch {b}: {r['seconds']} s (RTF {r['rtf']}, WER {r['wer']:.3f})"
             for b, r in m["runs"].items()
         )
-        lines.append(
-            f"  {spec}: {runs}; rule picks {m['rule_picks']}, default is {m['configured_default']}"
-        )
+        lines.append(f"  {spec}: {runs}; rule picks {m['rule_picks']}")
+    lines.append(f"  stored for this machine in {choice['stored_in']}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (a few minutes)")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
-    parser.add_argument("--repeat", type=int, default=1, help="long-file runs for figure 1")
+    parser.add_argument("--only", default="", help=f"comma-separated: {PARTS}")
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="paired runs per ratio (default: 5; 2 with --quick)"
+    )
+    parser.add_argument("--peer-url", default="", help="an OpenAI-compatible base URL")
+    parser.add_argument("--peer-key", default=None, help="the peer's API key (Bearer)")
+    parser.add_argument("--peer-model", default="whisper-1", help="the peer's model field")
+    parser.add_argument(
+        "--batching-file",
+        type=Path,
+        default=None,
+        help="where the engine part stores its choice (default: $STT_DATA_DIR/batching.json; "
+        "with --quick, a temporary file)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    only = {p.strip() for p in args.only.split(",") if p.strip()}
+    named = {p.strip() for p in args.only.split(",") if p.strip()}
+    only = named or set(DEFAULT) | ({"peer"} if args.peer_url else set())
     if only - set(PARTS):
         parser.error(f"--only takes {', '.join(PARTS)}")
+    if "peer" in only and not args.peer_url:
+        parser.error("the peer figures need --peer-url")
     base = QUICK if args.quick else FULL
-    cfg = type(base)(**{**base.__dict__, "repeat": max(1, args.repeat)})
+    cfg = type(base)(**{**base.__dict__, "pairs": args.pairs or base.pairs})
+    # What this machine's workers read; a quick run's rough measurement goes elsewhere.
+    stored = choices_path(load_settings().storage.data_dir)
     started = time.monotonic()
     results: dict[str, Any] = {
         "command": command(),
@@ -91,37 +121,54 @@ def main(argv: list[str] | None = None) -> int:
     )
     folder = Path(tempfile.mkdtemp(prefix="stt-bench-"))
     figures: list[dict[str, Any]] = results["figures"]
+    results["parts_done"] = []
+
+    def done(part: str) -> None:
+        """Each part's figures are written as soon as it ends (a long run stopped midway
+        keeps what it measured)."""
+        results["parts_done"].append(part)
+        write_json(args.out, results)
+        if figures:
+            print(table(figures), flush=True)
+
     try:
         with postgres_database() as db, redis_database() as redis_url:
-            services = Services(folder / "data", db, redis_url)
-            services.data_dir.mkdir(parents=True)
-            long_path, reference, seconds = build_audio(folder, cfg.long_s, "long.wav")
-            results["audio"] = {"long_s": round(seconds, 1), "built_from": "../shared/corpus"}
-            ids: list[str] = []
-            unchunked: dict[str, Any] | None = None
+            embedded = Services(folder / "embedded", batching=stored)
+            pg = Services(folder / "pg", db, redis_url, batching=stored)
+            audio = build_audio(folder, cfg.long_s, "long.wav")
+            results["audio"] = {"long_s": round(audio[2], 1), "built_from": "../shared/corpus"}
+            unchunked: dict[str, Any] = {}
             if "engine" in only and cfg.engine_audio_s:
                 print("batched vs sequential ...", flush=True)
+                quick_store = folder / "quick" / stored.name if args.quick else stored
                 results["engine_choice"] = engine_choice(
-                    folder, services.data_dir / "models", cfg.engine_audio_s
+                    folder,
+                    embedded.data_dir / "models",
+                    cfg.engine_audio_s,
+                    args.batching_file or quick_store,
+                    cfg.engine_rounds,
                 )
                 print(engine_table(results["engine_choice"]), flush=True)
+                done("engine")
             if "overhead" in only:
-                print("figures 1 and 3: engine overhead, short calls ...", flush=True)
-                found, unchunked, more = engine_and_short_calls(
-                    services, cfg, long_path, reference, seconds
-                )
+                print("figures 1 and 3: long file, short calls (paired) ...", flush=True)
+                found, unchunked, _ = engine_and_short_calls(embedded, pg, cfg, audio)
                 figures += found
-                ids += more
+                done("overhead")
             if "pool" in only:
-                print("figure 2: pool scaling ...", flush=True)
-                found, more = pool_scaling(
-                    services, cfg, long_path, reference, unchunked or {}, seconds
-                )
-                figures += found if unchunked else found[:1]
-                ids += more
+                print("figure 2: pool scaling on the same cores (paired) ...", flush=True)
+                found, _ = pool_scaling(embedded, folder, cfg, audio, unchunked)
+                figures += found
+                done("pool")
             if "api" in only:
-                print("figures 4 and 5: API under load, upload memory ...", flush=True)
-                figures += api_figures(services, cfg, ids)
+                print("figures 4 and 5: poll CPU, API under load, upload memory ...", flush=True)
+                figures += api_figures(embedded, pg, folder, cfg, {})
+                done("api")
+            if "peer" in only:
+                print(f"figure 6: beside {args.peer_url} (paired) ...", flush=True)
+                theirs = Server(args.peer_url, args.peer_key, args.peer_model)
+                figures += run_peer(embedded, cfg, audio, theirs)
+                done("peer")
             if "realtime" in only:  # its own services: python -m bench.realtime alone
                 from bench.realtime import measure
 

@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from typing import IO, Any
 import httpx
 
 from bench.support import ROOT, LiveService, clips, long_audio, start_service, stop_service_proc
+from core.settings import usable_cores
+from worker.batching import cpu_model
 
 PG_ADMIN = os.environ.get("STT_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_BASE = os.environ.get("STT_BENCH_REDIS", "redis://127.0.0.1:6379")
@@ -37,14 +40,6 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _ram_gib() -> float:
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -59,8 +54,9 @@ def machine() -> dict[str, Any]:
     import faster_whisper
 
     return {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "ram_gib": _ram_gib(),
         "os": platform.platform(),
         "python": platform.python_version(),
@@ -118,17 +114,31 @@ def redis_database() -> Iterator[str]:
 
 @dataclass
 class Services:
-    """Starts services on loopback over one database, Redis and data directory."""
+    """Starts services on loopback over one data directory and either a Postgres database
+    and Redis or, with neither named, the embedded default (SQLite in the data directory,
+    the filesystem broker): what `stt serve` runs with nothing configured."""
 
     data_dir: Path
-    database_url: str
-    redis_url: str
+    database: str | None = None
+    redis_url: str | None = None
+    batching: Path | None = None
+    """A stored batching measurement (`python -m bench --only engine`) the workers get."""
     started: int = 0
 
+    @property
+    def backend(self) -> str:
+        return "postgres+redis" if self.database else "embedded (sqlite + filesystem broker)"
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.data_dir / 'stt.db'}"
+
     def env(self, **extra: str) -> dict[str, str]:
+        backend = {"DATABASE_URL": self.database} if self.database else {}
+        if self.redis_url:
+            backend["REDIS_URL"] = self.redis_url
         return {
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
+            **backend,
             "STT_API_KEY": KEY,
             "STT_MAX_QUEUED_PER_TENANT": "1000000",
             "STT_MAX_QUEUED_TOTAL": "1000000",
@@ -142,6 +152,9 @@ class Services:
     def run(self, workers: int, **extra: str) -> Iterator[LiveService]:
         """`stt serve` with `workers` worker processes beside it, each ready and warm."""
         self.started += 1
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.batching and self.batching.is_file():
+            shutil.copyfile(self.batching, self.data_dir / self.batching.name)
         svc = start_service(
             self.data_dir, self.env(**extra), workers=workers, log_name=f"service{self.started}.log"
         )

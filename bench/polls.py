@@ -125,6 +125,7 @@ def serve(tree: Path, data: Path, database_url: str | None, redis_url: str | Non
         "STT_DATA_DIR": str(data),
         "STT_API_KEY": KEY,
         "STT_API_WORKERS": "1",
+        "STT_RT_EMBEDDED_WORKERS": "0",  # no streaming worker's CPU in the API's tree
         "STT_RATE_LIMIT_PER_MINUTE": "0",  # measure the poll, not the limits
         "STT_POLL_LIMIT_PER_MINUTE": "0",
         "STT_LOG_LEVEL": "WARNING",

@@ -43,6 +43,7 @@ def serve(tree: Path, data: Path) -> Any:
         "STT_API_KEY": KEY,
         "STT_API_WORKERS": "1",
         "STT_CPU_THREADS": "2",
+        "STT_RT_EMBEDDED_WORKERS": "0",  # no streaming worker's CPU in the API's tree
         "STT_RATE_LIMIT_PER_MINUTE": "0",
         "STT_LOG_LEVEL": "INFO",
     }

@@ -487,8 +487,9 @@ class EngineSettings:
         env="STT_BATCH_SIZE",
         read=_batch_size,
         shown="auto",
-        help="`auto`: per model and device as measured (`worker/batching.py`); `0`: sequential "
-        "decoding; `N`: faster-whisper's batched pipeline with batch `N`",
+        help="`auto`: the choice `python -m bench --only engine` measured on this machine "
+        "(`$STT_DATA_DIR/batching.json`), else sequential on CPU and 8 on CUDA; `0`: "
+        "sequential decoding; `N`: faster-whisper's batched pipeline with batch `N`",
     )
 
     def aliases(self) -> dict[str, str]:

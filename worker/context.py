@@ -24,7 +24,7 @@ from core.settings import Settings
 from core.storage import Storage, make_storage
 from core.transcript import Transcript
 from worker import engine
-from worker.batching import batch_size_for
+from worker.batching import batch_size_for, choices_path
 from worker.chunk_plan import SpeechFinder, silero_speech
 from worker.diarize.select import DiarizationConfig, make_diarizer
 from worker.diarize.types import Diarizer
@@ -124,7 +124,8 @@ class WorkerContext:
         """The engine settings with the batch size for this model on this device."""
         config = self.engine_config
         device, _ = resolve_device(config.device, config.compute_type)
-        batch = batch_size_for(self.settings.engine.batch_size, model_spec, device)
+        measured = choices_path(self.settings.storage.data_dir)
+        batch = batch_size_for(self.settings.engine.batch_size, model_spec, device, measured)
         return replace(config, batch_size=batch)
 
     def model_for(self, model_spec: str) -> tuple[Any, EngineConfig]:
