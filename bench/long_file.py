@@ -141,6 +141,7 @@ def _wait_ready(svc: LiveService, timeout: float = 120.0) -> None:
 
 def measure(pairs: int, seconds: float, embedded: bool, engine: bool) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="stt-long-file-"))
+    where = machine()  # the load average as the measurement starts
     try:
         path, reference, audio_s = build_audio(folder, seconds, "long.wav")
         model = bare_model(folder / "data" / "models")
@@ -165,7 +166,7 @@ def measure(pairs: int, seconds: float, embedded: bool, engine: bool) -> dict[st
                 row = _row(index, order, runs, reference)
                 rounds.append(row)
                 print(_line(row), flush=True)
-        return _summary(rounds, audio_s, embedded, pairs)
+        return _summary(rounds, audio_s, embedded, pairs, where)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -204,7 +205,11 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def _summary(
-    rounds: list[dict[str, Any]], audio_s: float, embedded: bool, pairs: int
+    rounds: list[dict[str, Any]],
+    audio_s: float,
+    embedded: bool,
+    pairs: int,
+    where: dict[str, Any],
 ) -> dict[str, Any]:
     ratios = [r["ratio"] for r in rounds]
     cpu = [r["cpu_ratio"] for r in rounds]
@@ -224,7 +229,7 @@ def _summary(
         "service_wer": [r["service"]["wer"] for r in rounds],
         "bare_wer": [r["bare"]["wer"] for r in rounds],
         "rounds": rounds,
-        "machine": machine(),
+        "machine": where,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
     }
     engine = [r["engine_ratio"] for r in rounds if "engine_ratio" in r]
