@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import ctranslate2
+import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
@@ -88,12 +89,43 @@ def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
+class ReusingWhisperModel(WhisperModel):  # type: ignore[misc]  # faster-whisper is untyped
+    """`WhisperModel` that encodes a window once when it is asked for the same one twice in a
+    row. Without a language, `transcribe` encodes the first 30 s to detect it, then encodes
+    them again to decode them (it never hands the first encoding on): on a long file that is
+    one encoder pass in 20 more than the text needs. The answer is the same encoding of the
+    same features, so the transcript does not change.
+
+    The last window is kept per thread (a model may serve several) until `forget`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._last = threading.local()
+        self.encodes = 0
+        """Encoder passes run (not those answered from the last one): for tests."""
+
+    def encode(self, features: np.ndarray) -> ctranslate2.StorageView:
+        last: tuple[np.ndarray, ctranslate2.StorageView] | None = getattr(self._last, "pair", None)
+        if last is not None and np.array_equal(last[0], features):
+            return last[1]
+        output = super().encode(features)
+        self.encodes += 1
+        self._last.pair = (np.array(features, copy=True), output)
+        return output
+
+    def forget(self) -> None:
+        """Drop this thread's last window (after a file: it is never asked for again)."""
+        self._last.pair = None
+
+
 _load_lock = threading.Lock()
 
 
 @lru_cache(maxsize=4)
 def _load(path: str, device: str, compute_type: str, cpu_threads: int) -> WhisperModel:
-    return WhisperModel(path, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    return ReusingWhisperModel(
+        path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
+    )
 
 
 def load_model(spec: str, config: EngineConfig, cache_dir: Path) -> WhisperModel:
@@ -166,6 +198,21 @@ def transcribe(
     should_stop: Callable[[], bool] | None = None,
 ) -> Transcript:
     """Run the model over the audio; the lazy segment generator is consumed exactly once."""
+    try:
+        return _transcribe(model, audio, options, config, on_progress, should_stop)
+    finally:
+        if isinstance(model, ReusingWhisperModel):
+            model.forget()
+
+
+def _transcribe(
+    model: WhisperModel,
+    audio: Audio,
+    options: TranscribeOptions,
+    config: EngineConfig,
+    on_progress: ProgressCallback | None,
+    should_stop: Callable[[], bool] | None,
+) -> Transcript:
     duration = len(audio) / SAMPLE_RATE
     guard = config.guard
     speech = speech_spans(audio) if guard.enabled and not config.vad_filter else None
