@@ -1,15 +1,18 @@
-"""Streaming decode policy: a growing window, LocalAgreement-2, VAD gating, trims at finals.
+"""Streaming decode policy: VAD-bounded utterances, each made final by one batch decode.
 
-After each new step of audio the whole (untrimmed) window is decoded. Words that two
-consecutive decodes agree on (their common prefix) are committed; the rest is tentative.
-Interim results show committed + tentative text since the last final. A final is made
-- at a pause (no speech for `max_silence_s` at the end of the window): the whole window
-  is decoded once more and everything in it becomes final;
-- during long speech, at the end of the last committed sentence once the window is longer
-  than `trim_after_s` (or at the last committed word once it nears Whisper's 30 s);
-- on `finalize`, from the whole window.
-The window is then trimmed at the final's end. Where the window holds no speech (Silero
-VAD, or quieter than `min_volume`) nothing is decoded, so CPU goes only to speech.
+The window holds the audio since the last final. Every `check_s` of new audio Silero VAD
+looks at it (cheap); Whisper runs only where there is speech:
+- interims: once at least `interim_step_s` of new speech arrived, a cheap decode of the
+  window (greedy, no timestamps, short encoder input). Words two consecutive interim
+  decodes agree on are kept as a stable prefix (LocalAgreement-2) that later interims
+  keep; the rest is tentative. An interim shows stable + tentative since the last final.
+- finals: the utterance is decoded once with the batch path's options (beam 5, word
+  timestamps), so a final says what batch transcription of that audio says. A final is
+  made at a pause (no speech for `max_silence_s` at the window's end), on `finalize`,
+  past `cut_after_s` at the window's last inner pause (a VAD gap: no word is cut), and at
+  `max_window_s` (no pause at all) at the last word ending a second before the window's
+  end, a sentence end if there is one. The window is then trimmed at the final's end.
+Silence (no VAD speech, or quieter than `min_volume`) is never decoded and is dropped.
 
 Pure logic: the decoder and the speech finder are passed in (tests give fakes).
 """
@@ -19,6 +22,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Protocol
 
 import numpy as np
 
@@ -34,14 +39,26 @@ class Word:
 
     @property
     def key(self) -> str:
-        return re.sub(r"[^\w']", "", self.text.lower())
+        return _key(self.text)
 
     def shifted(self, offset: float) -> Word:
         return Word(self.text, round(self.start + offset, 3), round(self.end + offset, 3))
 
 
-Decoder = Callable[[Audio, str], list[Word]]
-"""Decode a window (16 kHz) with a prompt; words with times from the window's start."""
+def _key(text: str) -> str:
+    return re.sub(r"[^\w']", "", text.lower())
+
+
+class Decoder(Protocol):
+    def final(self, audio: Audio) -> list[Word]:
+        """The words of an utterance (16 kHz), times from its start, as batch decodes it."""
+        ...
+
+    def interim(self, audio: Audio) -> list[str]:
+        """A cheap guess at the words of a window, each with its leading space."""
+        ...
+
+
 SpeechFinder = Callable[[Audio], list[tuple[float, float]]]
 """Speech spans of a window, in seconds from its start."""
 
@@ -53,6 +70,7 @@ class Result:
     text: str
     is_final: bool
     words: list[Word]
+    """Timed words (finals only: interims come from a decode without timestamps)."""
     start_s: float
     end_s: float
     trimmed_to_s: float | None = None
@@ -61,14 +79,23 @@ class Result:
 
 @dataclass
 class Policy:
-    min_step_s: float = 1.0
-    trim_after_s: float = 8.0
-    max_window_s: float = 24.0
+    check_s: float = 0.5
+    """New audio between two looks (VAD) at the window."""
+    interim_step_s: float = 1.0
+    """New speech needed before another interim decode."""
+    cut_after_s: float = 8.0
+    """A window this long is made final up to its last inner pause."""
+    min_final_s: float = 2.0
+    """An inner pause this close to the window's start is not cut at."""
+    max_window_s: float = 20.0
+    """A window this long with no pause is made final up to a word a second before its end."""
     keep_silence_s: float = 1.0
     """Silence kept at the window's head when silence is dropped (speech may be starting)."""
 
 
 _SENTENCE_END = (".", "?", "!")
+_FORCED_TAIL_S = 1.0
+"""What a forced final leaves undecided at the window's end (its last word may be cut)."""
 
 
 @dataclass
@@ -81,6 +108,7 @@ class StreamState:
     min_volume: float = 0.0
     start_s: float = 0.0
     prompt: str = ""
+    """The final text so far (its tail; checkpointed with the session)."""
     finals: int = 0
     policy: Policy = field(default_factory=Policy)
 
@@ -88,14 +116,21 @@ class StreamState:
         self.window: Audio = np.zeros(0, dtype=np.float32)
         self.window_start = self.start_s
         self.final_end = self.start_s
-        self.committed: list[Word] = []
-        self.tentative: list[Word] = []
         self.decoded_to = self.start_s
+        """Audio time up to which the window has been looked at."""
+        self.stable: list[str] = []
+        self.tentative: list[str] = []
+        self.interim_to = 0.0
+        """Window time up to which the last interim decode heard (0: none since the final)."""
         self._last_interim = ""
 
     @property
     def end_s(self) -> float:
         return self.window_start + len(self.window) / SAMPLE_RATE
+
+    @property
+    def length_s(self) -> float:
+        return len(self.window) / SAMPLE_RATE
 
     def append(self, audio: Audio) -> None:
         self.window = np.concatenate([self.window, audio]) if len(self.window) else audio
@@ -106,29 +141,31 @@ class StreamState:
         if cut > 0:
             self.window = self.window[cut:]
             self.window_start = t
+            self.interim_to = max(0.0, self.interim_to - cut / SAMPLE_RATE)
 
     def ready(self) -> bool:
-        return self.end_s - self.decoded_to >= self.policy.min_step_s
+        return self.end_s - self.decoded_to >= self.policy.check_s
 
     # -- steps -------------------------------------------------------------------------
 
     def step(self) -> list[Result]:
-        """Decode the window after new audio; the transcripts it gives (maybe none)."""
+        """Look at the window after new audio; the transcripts that gives (maybe none)."""
         self.decoded_to = self.end_s
         spans = self._speech()
         if not spans:
-            if not self.committed and not self.tentative:
+            if self._last_interim and self.length_s >= self.max_silence_s:
+                return self.flush()  # VAD lost what it heard: let the batch decode judge
+            if not self._last_interim:
                 self._drop_silence()
             return []
-        silence_tail = len(self.window) / SAMPLE_RATE - spans[-1][1]
-        if silence_tail >= self.max_silence_s:
+        if self.length_s - spans[-1][1] >= self.max_silence_s:
             return self.flush()
-        self._agree(self._decode_window())
         out: list[Result] = []
-        final = self._final_at_sentence_end()
+        final = self._final_at_pause(spans) or self._forced_final()
         if final is not None:
             out.append(final)
-        interim = self._interim()
+            spans = self._speech()
+        interim = self._interim(spans) if spans else None
         if interim is not None:
             out.append(interim)
         return out
@@ -136,19 +173,10 @@ class StreamState:
     def flush(self) -> list[Result]:
         """Everything heard so far as one final (on `finalize`, at a pause, at the end)."""
         self.decoded_to = self.end_s
-        words = list(self.committed)
-        if self._speech():
-            words += self._fresh(self._decode_window(), words)
+        heard = bool(self._last_interim) or bool(self._speech())
+        words = self._decode_final(self.window) if heard else []
         end = self.end_s
-        start = self.final_end
-        self.committed, self.tentative = [], []
-        self.window = np.zeros(0, dtype=np.float32)
-        self.window_start = end
-        self._last_interim = ""
-        if not words:
-            self.final_end = end
-            return []
-        return [self._final(words, start, end)]
+        return self._cut(words, end, end)
 
     # -- internals ---------------------------------------------------------------------
 
@@ -166,70 +194,84 @@ class StreamState:
             self.window = self.window[-keep:]
             self.final_end = max(self.final_end, self.window_start)
 
-    def _decode_window(self) -> list[Word]:
-        # No prompt from the text already heard: given one, Whisper drops words that repeat
+    def _decode_final(self, audio: Audio) -> list[Word]:
+        # No prompt from the text already final: given one, Whisper drops words that repeat
         # it (JFK's "ask what you can do for" right after "... can do for you" vanished).
-        # The window itself (not trimmed before a final) is the context.
-        return [w.shifted(self.window_start) for w in self.decode(self.window, "")]
+        return [w.shifted(self.window_start) for w in self.decode.final(audio)]
 
-    def _fresh(self, words: list[Word], committed: list[Word]) -> list[Word]:
-        """The decoded words past what is committed (whisper_streaming's insert rule)."""
-        last_end = committed[-1].end if committed else self.final_end
-        fresh = [w for w in words if w.start > last_end - 0.1]
-        if fresh and committed and abs(fresh[0].start - last_end) < 1.0:
-            for n in range(min(len(committed), len(fresh), 5), 0, -1):
-                if [w.key for w in committed[-n:]] == [w.key for w in fresh[:n]]:
-                    fresh = fresh[n:]
-                    break
-        return fresh
+    def _final_at_pause(self, spans: list[tuple[float, float]]) -> Result | None:
+        """Past `cut_after_s`, a final up to the middle of the window's last inner pause."""
+        if self.length_s < self.policy.cut_after_s or len(spans) < 2:
+            return None
+        gaps = [(a[1] + b[0]) / 2 for a, b in pairwise(spans)]
+        cuts = [g for g in gaps if g >= self.policy.min_final_s]
+        if not cuts:
+            return None
+        cut = round(cuts[-1] * SAMPLE_RATE)
+        words = self._decode_final(self.window[:cut])
+        at = self.window_start + cut / SAMPLE_RATE
+        made = self._cut(words, at, at)  # no words (noise): trimmed all the same
+        return made[0] if made else None
 
-    def _agree(self, words: list[Word]) -> None:
-        fresh = self._fresh(words, self.committed)
+    def _forced_final(self) -> Result | None:
+        """No pause for `max_window_s`: final up to the last sentence end (or word) that
+        ends a second before the window does; the rest waits in the window."""
+        if self.length_s < self.policy.max_window_s:
+            return None
+        words = self._decode_final(self.window)
+        settled = [w for w in words if w.end <= self.end_s - _FORCED_TAIL_S]
+        if not settled:
+            return None
+        ends = [i for i, w in enumerate(settled) if w.text.rstrip().endswith(_SENTENCE_END)]
+        last = ends[-1] if ends else len(settled) - 1
+        kept = settled[: last + 1]
+        following = words[last + 1].start if last + 1 < len(words) else kept[-1].end
+        at = max(kept[-1].end, min(following, self.end_s - _FORCED_TAIL_S))
+        return self._cut(kept, kept[-1].end, at)[0]
+
+    def _cut(self, words: list[Word], end: float, trim_to: float) -> list[Result]:
+        """`words` (up to `end`) as a final; the window then starts at `trim_to`."""
+        start = self.final_end
+        self.drop_before(min(trim_to, self.end_s))
+        self.stable, self.tentative = [], []
+        self.interim_to = 0.0
+        self._last_interim = ""
+        self.final_end = end
+        if not words:
+            return []
+        text = self._delta(words)
+        self.prompt = (self.prompt + text)[-400:]
+        self.finals += 1
+        return [Result(text, True, words, start, end, trimmed_to_s=self.window_start)]
+
+    def _interim(self, spans: list[tuple[float, float]]) -> Result | None:
+        new_speech = sum(max(0.0, e - max(s, self.interim_to)) for s, e in spans)
+        if new_speech < self.policy.interim_step_s:
+            return None
+        self.interim_to = self.length_s
+        self._agree(self.decode.interim(self.window))
+        text = self._delta_text("".join(self.stable + self.tentative))
+        if not text.strip() or text == self._last_interim:
+            return None
+        self._last_interim = text
+        return Result(text, False, [], self.final_end, self.end_s)
+
+    def _agree(self, heard: list[str]) -> None:
+        """LocalAgreement-2: the words past the stable prefix that this decode and the
+        last one agree on join it; the rest is tentative."""
+        fresh = heard[len(self.stable) :]
         agreed = 0
         while (
             agreed < len(fresh)
             and agreed < len(self.tentative)
-            and fresh[agreed].key == self.tentative[agreed].key
+            and _key(fresh[agreed]) == _key(self.tentative[agreed])
         ):
             agreed += 1
-        self.committed += fresh[:agreed]
+        self.stable += fresh[:agreed]
         self.tentative = fresh[agreed:]
 
-    def _final_at_sentence_end(self) -> Result | None:
-        length = self.end_s - self.window_start
-        if length < self.policy.trim_after_s or not self.committed:
-            return None
-        cut = None
-        for i in range(len(self.committed) - 1, -1, -1):
-            if self.committed[i].text.rstrip().endswith(_SENTENCE_END):
-                cut = i
-                break
-        if cut is None and length >= self.policy.max_window_s:
-            cut = len(self.committed) - 1
-        if cut is None:
-            return None
-        words, self.committed = self.committed[: cut + 1], self.committed[cut + 1 :]
-        end = words[-1].end
-        start = self.final_end
-        self.drop_before(max(end, self.window_start))
-        self._last_interim = ""
-        return self._final(words, start, end)
-
-    def _final(self, words: list[Word], start: float, end: float) -> Result:
-        text = self._delta(words)
-        self.prompt = (self.prompt + text)[-400:]
-        self.finals += 1
-        self.final_end = end
-        return Result(text, True, words, start, end, trimmed_to_s=self.window_start)
-
-    def _interim(self) -> Result | None:
-        words = self.committed + self.tentative
-        text = self._delta(words)
-        if not text.strip() or text == self._last_interim:
-            return None
-        self._last_interim = text
-        return Result(text, False, words, self.final_end, self.end_s)
-
     def _delta(self, words: list[Word]) -> str:
-        text = "".join(w.text for w in words)
+        return self._delta_text("".join(w.text for w in words))
+
+    def _delta_text(self, text: str) -> str:
         return text.lstrip() if self.finals == 0 else " " + text.lstrip()

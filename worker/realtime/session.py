@@ -118,8 +118,12 @@ class Session:
                         self._send(done_event(self.spec.sid))
                         return
                     self._send(flush_done_event(self.spec.sid))
-            if state.ready():
+            # With more input already waiting, catch up before decoding: an interim of
+            # audio seconds old is of no use, and one decode over all of it is cheaper.
+            behind = len(batch) >= READ_COUNT
+            if state.ready() and not behind:
                 self._emit(state.step(), state, entries, cursor)
+            if batch or state.ready():
                 self.redis.hset(self.keys.state, "decoded_s", f"{state.decoded_to:.3f}")
 
     def _read(self, cursor: str, first: bool, block: bool) -> list[tuple[str, dict[bytes, bytes]]]:
