@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench.bare import bare_transcribe
 from bench.harness import (
     Services,
     build_audio,
@@ -41,7 +42,7 @@ from bench.harness import (
     write_json,
 )
 from bench.idle import tree_cpu_seconds
-from bench.suite import MODEL, bare_model, bare_transcribe, threads
+from bench.suite import MODEL, bare_model, threads
 from bench.support import LiveService, error_rate, start_service, stop_service_proc
 
 TARGET = 1.03
