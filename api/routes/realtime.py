@@ -29,7 +29,11 @@ def _query_key(socket: WebSocket[Any, Any, Any]) -> str | None:
 def link_for(settings: Settings, spec: SessionSpec, tenant: str) -> Link:
     """The Redis pool when `REDIS_URL` is set, else the local streaming worker."""
     if settings.broker.redis_url:
-        redis = Redis.from_url(settings.broker.redis_url)
+        # Every call bounded (the longest, a 1 s blocking XREAD): a Redis that stops
+        # answering ends the session with an error, never holds the relay forever.
+        redis = Redis.from_url(
+            settings.broker.redis_url, socket_timeout=10, socket_connect_timeout=5
+        )
         return RedisLink(redis, settings.realtime, spec, tenant)
     return LocalLink(local_socket_path(settings), spec, tenant)
 

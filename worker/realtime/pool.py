@@ -78,9 +78,10 @@ class SessionHost:
 
     def make_state(self, spec: SessionSpec, cp: Checkpoint) -> StreamState:
         spec_name = self.settings.realtime.model or spec.model_spec
-        model, _ = self.ctx.model_for(spec_name)
+        model, config = self.ctx.model_for(spec_name)
         return StreamState(
-            decode=whisper_decoder(model, spec.language, beam_size=1),
+            # finals with the worker's own engine settings (beam, guard), as batch jobs
+            decode=whisper_decoder(model, spec.language, beam_size=1, config=config),
             find_speech=find_speech,
             max_silence_s=spec.max_silence_s,
             min_volume=spec.min_volume,
