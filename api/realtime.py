@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -111,6 +112,27 @@ def session_spec(query: Mapping[str, str], settings: Settings) -> SessionSpec:
     )
 
 
+log = logging.getLogger("stt.realtime")
+
+STOP_WAIT_S = 2.0
+"""How long the relay waits for its tasks to take their cancel before it ends the session
+anyway (one caught at the wrong moment in a Redis read may swallow it)."""
+
+
+async def _stop(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel the relay's tasks and wait for them, but never past `STOP_WAIT_S`: the
+    session's end (its event, close code and release) must not hang on one of them."""
+    for task in tasks:
+        task.cancel()
+    ended, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+    for task in ended:
+        if not task.cancelled():
+            task.exception()  # retrieved: the one that ended the relay is raised by the caller
+    for task in stuck:
+        log.warning("a realtime relay task ignored its cancel: %s", task.get_name())
+        task.cancel()
+
+
 @dataclass
 class Relay:
     """One open socket's session, from placement to close."""
@@ -142,9 +164,7 @@ class Relay:
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await _stop(tasks)
             for task in done:
                 task.result()  # raises Ended (or a bug) out of the relay
         except Ended as end:
