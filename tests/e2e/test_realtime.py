@@ -264,12 +264,18 @@ class Limited:
             client.close()
 
 
+def _no_open_session(limited: Limited) -> None:
+    """Wait until the sessions an earlier test closed are released (the server lets go of
+    them after the client's close, not before it returns): else the per-key limit refuses."""
+    wait_until(lambda: limited.active() == 0, 30, "no open session")
+
+
 async def _hold_then(limited: Limited, hold: list[str], probe: str) -> Received:
     """Open sessions with `hold` keys (kept open, counted), then one with `probe`."""
     from websockets.asyncio.client import connect
 
     svc = limited.svc
-    await asyncio.to_thread(wait_until, lambda: limited.active() == 0, 30, "no open session")
+    await asyncio.to_thread(_no_open_session, limited)
     held = []
     try:
         for key in hold:
@@ -317,13 +323,16 @@ async def _idle(svc: LiveService) -> Received:
 
 
 def test_idle_timeout(limited: Limited) -> None:
+    _no_open_session(limited)
     got = asyncio.wait_for(_idle(limited.svc), 60)
     result = asyncio.run(got)
-    assert result.events[-1]["error_code"] == "idle_timeout" and result.close_code == 1008
+    assert result.events[-1]["error_code"] == "idle_timeout", result.events
+    assert result.close_code == 1008
 
 
 def test_max_session_length(limited: Limited) -> None:
     svc = limited.svc
+    _no_open_session(limited)
     silence = np.zeros(12 * SAMPLE_RATE, dtype=np.float32)  # longer than the 6 s allowed
     got = asyncio.run(stream(url(svc), silence, headers=svc.headers()))
     assert got.events[-1]["error_code"] == "session_too_long", got.events
