@@ -134,9 +134,11 @@ def test_redis_restarted_with_jobs_queued_all_still_succeed(tmp_path: Path, pg_u
     assert all(job_row(pg_url, job_id).attempts == 1 for job_id in ids)
 
 
-def test_postgres_unreachable_is_a_503_in_each_shape_and_recovers(
+@pytest.fixture
+def behind_proxy(
     tmp_path: Path, pg_url: str, redis_url: str
-) -> None:
+) -> Iterator[tuple[LiveService, TcpProxy]]:
+    """An API (no worker) whose Postgres is reached through a proxy the test can cut."""
     proxy = TcpProxy(5432)
     proxy.start()
     proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
@@ -145,89 +147,72 @@ def test_postgres_unreachable_is_a_503_in_each_shape_and_recovers(
         {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
         workers=0,
     )
-    c = clip(SHORT)
     try:
-        assert submit(service, c.path).status_code == 202
-        proxy.stop()
-        cartesia = submit(service, c.path, url="/stt")
-        assert cartesia.status_code == 503
-        assert cartesia.json()["error_code"] == "service_unavailable"
-        assert cartesia.headers["retry-after"]
-        openai = submit(
-            service, c.path, url="/v1/audio/transcriptions", data={"model": "whisper-1"}
-        )
-        assert openai.status_code == 503
-        assert openai.json()["error"]["code"] == "service_unavailable"
-        listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers())
-        assert listing.status_code == 503 and listing.json()["error_code"]
-        ready = httpx.get(f"{service.url}/health/ready")
-        assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
-        stored = [p for p in (service.data_dir / "audio").rglob("*") if p.is_file()]
-        assert len(stored) == 1, "only the accepted job's audio is kept; refused uploads go"
-        proxy.start()
-        again = submit(service, c.path)
-        assert again.status_code == 202
-        assert httpx.get(f"{service.url}/health/ready").json()["checks"]["database"] is True
+        yield service, proxy
     finally:
         stop_service_proc(service.proc)
         proxy.stop()
 
 
+def test_postgres_unreachable_is_a_503_in_each_shape_and_recovers(
+    behind_proxy: tuple[LiveService, TcpProxy],
+) -> None:
+    service, proxy = behind_proxy
+    c = clip(SHORT)
+    assert submit(service, c.path).status_code == 202
+    proxy.stop()
+    cartesia = submit(service, c.path, url="/stt")
+    assert cartesia.status_code == 503
+    assert cartesia.json()["error_code"] == "service_unavailable"
+    assert cartesia.headers["retry-after"]
+    openai = submit(service, c.path, url="/v1/audio/transcriptions", data={"model": "whisper-1"})
+    assert openai.status_code == 503
+    assert openai.json()["error"]["code"] == "service_unavailable"
+    listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers())
+    assert listing.status_code == 503 and listing.json()["error_code"]
+    ready = httpx.get(f"{service.url}/health/ready")
+    assert ready.status_code == 503 and ready.json()["checks"]["database"] is False
+    stored = [p for p in (service.data_dir / "audio").rglob("*") if p.is_file()]
+    assert len(stored) == 1, "only the accepted job's audio is kept; refused uploads go"
+    proxy.start()
+    again = submit(service, c.path)
+    assert again.status_code == 202
+    assert httpx.get(f"{service.url}/health/ready").json()["checks"]["database"] is True
+
+
 def test_polls_after_the_database_dropped_its_connections_are_answered(
-    tmp_path: Path, pg_url: str, redis_url: str
+    behind_proxy: tuple[LiveService, TcpProxy],
 ) -> None:
     """The poll path's pool has no pre-ping: the first read on a connection the database
     dropped (a restart, here every connection cut) is retried once on a fresh one, so
     the caller never sees the restart."""
-    proxy = TcpProxy(5432)
-    proxy.start()
-    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    service = start_service(
-        tmp_path / "api",
-        {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
-        workers=0,
-    )
-    try:
-        job_id = submit(service, clip(SHORT).path).json()["id"]
-        for _ in range(3):  # the read pool now holds a connection (or more)
-            assert get(service, job_id).json()["status"] == "queued"
-        proxy.stop()  # every connection broken...
-        proxy.start()  # ...and the database back at once, before any request noticed
-        polled = get(service, job_id)
-        assert polled.status_code == 200, polled.text
-        assert polled.json()["status"] == "queued"
-        listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers(), timeout=30)
-        assert listing.status_code == 200 and [j["id"] for j in listing.json()["data"]] == [job_id]
-    finally:
-        stop_service_proc(service.proc)
-        proxy.stop()
+    service, proxy = behind_proxy
+    job_id = submit(service, clip(SHORT).path).json()["id"]
+    for _ in range(3):  # the read pool now holds a connection (or more)
+        assert get(service, job_id).json()["status"] == "queued"
+    proxy.stop()  # every connection broken...
+    proxy.start()  # ...and the database back at once, before any request noticed
+    polled = get(service, job_id)
+    assert polled.status_code == 200, polled.text
+    assert polled.json()["status"] == "queued"
+    listing = httpx.get(f"{service.url}/stt/jobs", headers=service.headers(), timeout=30)
+    assert listing.status_code == 200 and [j["id"] for j in listing.json()["data"]] == [job_id]
 
 
 def test_polls_while_the_database_is_unreachable_are_503(
-    tmp_path: Path, pg_url: str, redis_url: str
+    behind_proxy: tuple[LiveService, TcpProxy],
 ) -> None:
     """With no pre-ping and one retry, a poll of a database that stays away is still a clear
     503, and polls answer again once it is back."""
-    proxy = TcpProxy(5432)
+    service, proxy = behind_proxy
+    job_id = submit(service, clip(SHORT).path).json()["id"]
+    assert get(service, job_id).status_code == 200
+    proxy.stop()
+    down = get(service, job_id)
+    assert down.status_code == 503, down.text
+    assert down.json()["error_code"] == "service_unavailable"
     proxy.start()
-    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    service = start_service(
-        tmp_path / "api",
-        {"DATABASE_URL": proxied, "REDIS_URL": redis_url, **SERVICE_ENV},
-        workers=0,
-    )
-    try:
-        job_id = submit(service, clip(SHORT).path).json()["id"]
-        assert get(service, job_id).status_code == 200
-        proxy.stop()
-        down = get(service, job_id)
-        assert down.status_code == 503, down.text
-        assert down.json()["error_code"] == "service_unavailable"
-        proxy.start()
-        assert get(service, job_id).json()["status"] == "queued"
-    finally:
-        stop_service_proc(service.proc)
-        proxy.stop()
+    assert get(service, job_id).json()["status"] == "queued"
 
 
 def test_five_hundred_callers_waiting_at_once(
