@@ -124,8 +124,9 @@ async def _sdk_stream(svc: LiveService, audio: np.ndarray[Any, Any]) -> list[Any
     return events
 
 
-def test_sdk_streams_a_clip_at_real_time(rt: LiveService) -> None:
-    events = asyncio.run(_sdk_stream(rt, audio_of(JFK)))
+def check_sdk_stream(events: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The SDK's events for JFK at real time: interims as it speaks, finals that match the
+    reference, then flush_done and done. Returns (transcripts, finals)."""
     kinds = [e.type for e in events]
     transcripts = [e for e in events if e.type == "transcript"]
     assert any(not e.is_final for e in transcripts), kinds  # interim results as it speaks
@@ -133,6 +134,11 @@ def test_sdk_streams_a_clip_at_real_time(rt: LiveService) -> None:
     assert finals, kinds
     check_text([JFK], "".join(e.text for e in finals))
     assert kinds[-2:] == ["flush_done", "done"], kinds
+    return transcripts, finals
+
+
+def test_sdk_streams_a_clip_at_real_time(rt: LiveService) -> None:
+    transcripts, finals = check_sdk_stream(asyncio.run(_sdk_stream(rt, audio_of(JFK))))
     first = transcripts[0]
     assert first.request_id and first.language == "en" and first.duration is not None
     # [{word, start, end}] as Cartesia's API sends them (the SDK parses them loosely)
