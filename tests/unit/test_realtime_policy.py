@@ -150,6 +150,20 @@ def test_long_speech_is_made_final_at_its_last_inner_pause() -> None:
     assert state.window_start == pytest.approx(3.1)  # trimmed in the pause: no word cut
 
 
+def test_by_default_a_clip_long_utterance_is_decoded_whole() -> None:
+    """A final keeps the context batch has: no cut at an inner pause within 15 s."""
+
+    def two_phrases(audio: Audio) -> list[tuple[float, float]]:
+        length = len(audio) / SAMPLE_RATE
+        return [(0.0, 5.9), (6.3, length)] if length > 6.3 else [(0.0, min(length, 5.9))]
+
+    script = Script(finals=[words(("whole", 0.2, 14.5))])
+    state = StreamState(script, two_phrases)
+    assert not [r for step in feed(state, 15.0) for r in step if r.is_final]
+    assert [r.text for r in state.flush()] == ["whole"]
+    assert script.final_calls == [15 * SAMPLE_RATE]
+
+
 def test_speech_without_a_pause_is_cut_at_a_settled_sentence_end() -> None:
     said = words(("one", 0.2, 0.8), ("two.", 1.0, 1.5), ("three", 1.7, 2.5), ("fo", 2.8, 3.0))
     script = Script(finals=[said])
