@@ -35,7 +35,10 @@ def announce(folder: Path, job_id: str) -> int:
             try:
                 sock.sendto(job_id.encode(), str(path))
                 sent += 1
-            except OSError:  # a listener that is gone (or full): it polls the database
+            except ConnectionRefusedError:  # nobody bound there: a process that died
+                with contextlib.suppress(OSError):
+                    path.unlink()  # (a new listener always binds a name of its own)
+            except OSError:  # a listener that is busy (its buffer full): it polls the database
                 continue
     return sent
 

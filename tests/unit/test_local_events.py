@@ -48,6 +48,7 @@ def test_announce_reaches_every_listener_and_skips_dead_sockets(tmp_path: Path) 
     got_a, got_b, sent, left = asyncio.run(scenario())
     assert (got_a, got_b, sent) == ([JOB], [JOB], 2)
     assert not left  # each listener removes its own socket
+    assert not (folder / "gone.sock").exists()  # and a dead one is cleared by the sender
 
 
 def test_announce_without_listeners_sends_nothing(tmp_path: Path) -> None:
