@@ -36,7 +36,12 @@ def build_state(settings: Settings) -> AppState:
     settings.storage.audio_dir.mkdir(parents=True, exist_ok=True)
     engine = make_async_engine(settings.database.url)
     sessions = async_session_factory(engine)
-    waiter = JobWaiter(sessions, settings.broker.redis_url, settings.broker.waiter_poll_s)
+    waiter = JobWaiter(
+        sessions,
+        settings.broker.redis_url,
+        settings.broker.waiter_poll_s,
+        events_dir=settings.storage.events_dir,
+    )
     local = make_engine(settings.database.url) if engine.dialect.name == "sqlite" else None
     read_engine = make_read_engine(settings.database.url)
     reads = JobReads(

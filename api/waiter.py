@@ -1,10 +1,11 @@
 """Waiting for jobs to end without a thread, or a query, per waiter.
 
 With Redis, one pub/sub subscription per API process wakes the waiters of a job as soon as
-a worker announces it. The database is polled as well, by one shared query per interval over
-every job someone in this process waits on (briskly without Redis, STT_WAITER_POLL_S; every
-2 s with it, so a lost announcement costs latency, never a hang): a thousand long-polls cost
-what one does, and nobody waiting costs nothing.
+a worker announces it; without Redis, a Unix datagram socket in `events_dir` does the same
+for the workers of this machine (core.local_events). The database is polled as well, by one
+shared query per interval over every job someone in this process waits on (briskly without
+Redis, STT_WAITER_POLL_S; every 2 s with it, so a lost announcement costs latency, never a
+hang): a thousand long-polls cost what one does, and nobody waiting costs nothing.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.local_events import Listener
 from core.models import Job, JobStatus
 from core.notify import JOB_EVENTS_CHANNEL
 
@@ -34,6 +37,7 @@ class JobWaiter:
         sessions: async_sessionmaker[AsyncSession],
         redis_url: str | None,
         shared_poll_s: float = 0.05,
+        events_dir: Path | None = None,
     ) -> None:
         self.sessions = sessions
         self.redis_url = redis_url
@@ -44,6 +48,7 @@ class JobWaiter:
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
         self._connected = False
+        self._local = None if redis_url or events_dir is None else Listener(events_dir, self.notify)
         self.listeners: list[Callable[[str], None]] = []
         """Called with a job id whenever the job is announced (e.g. to drop a cached view)."""
 
@@ -59,8 +64,12 @@ class JobWaiter:
     async def start(self) -> None:
         if self.redis_url:
             self._task = asyncio.create_task(self._listen(), name="job-events")
+        if self._local is not None:
+            self._local.open(asyncio.get_running_loop().add_reader)
 
     async def stop(self) -> None:
+        if self._local is not None:
+            self._local.close(asyncio.get_running_loop().remove_reader)
         for task in (self._task, self._poller):
             if task is not None:
                 task.cancel()

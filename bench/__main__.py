@@ -40,12 +40,13 @@ from bench.suite import (
     engine_choice,
     pool_scaling,
     run_peer,
+    short_call_only,
 )
 from bench.support import ROOT
 from core.settings import load_settings
 from worker.batching import choices_path
 
-PARTS = ("engine", "overhead", "pool", "api", "peer", "realtime", "diarization")
+PARTS = ("engine", "overhead", "short", "pool", "api", "peer", "realtime", "diarization")
 DEFAULT = ("engine", "overhead", "pool", "api", "realtime", "diarization")
 """What runs without --only (and "peer" with --peer-url)."""
 
@@ -155,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
                 found, unchunked, _ = engine_and_short_calls(embedded, pg, cfg, audio)
                 figures += found
                 done("overhead")
+            if "short" in only and "overhead" not in only:
+                print("figure 3 alone: the short call, embedded default (paired) ...", flush=True)
+                figures += short_call_only(embedded, cfg)
+                done("short")
             if "pool" in only:
                 print("figure 2: pool scaling on the same cores (paired) ...", flush=True)
                 found, _ = pool_scaling(embedded, folder, cfg, audio, unchunked)

@@ -263,6 +263,18 @@ def engine_and_short_calls(
     return figures, unchunked, ids
 
 
+def short_call_only(embedded: Services, cfg: Config) -> list[dict[str, Any]]:
+    """Figure 3 on the embedded default alone (a couple of minutes): `--only short`."""
+    model_path = resolve_model_path(MODEL, embedded.data_dir / "models")
+    with (
+        BareLibrary(str(model_path), threads()) as bare,
+        embedded.run(1, STT_CPU_THREADS=str(threads())) as svc,
+    ):
+        batch = service_batch(embedded)
+        fig, _ = short_call_figure(svc, embedded, bare, batch, cfg.pairs, "embedded")
+    return [fig]
+
+
 def _chunks(database_url: str, job_id: str) -> dict[str, Any]:
     from sqlalchemy import select
 

@@ -81,10 +81,23 @@ def error_rate(reference: str, hypothesis: str, language: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
+_handed = [0]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port: within STT_BENCH_PORTS ("LOW-HIGH") when set, else any."""
+    low, _, high = os.environ.get("STT_BENCH_PORTS", "0-0").partition("-")
+    span = range(int(low), int(high or low) + 1)
+    _handed[0] += 1  # start past the last port handed out: it may not be bound yet
+    for at in range(len(span)):
+        port = span[(_handed[0] + at) % len(span)]
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise RuntimeError(f"no free port in STT_BENCH_PORTS={low}-{high}")
 
 
 @dataclass

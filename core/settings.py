@@ -315,6 +315,11 @@ class StorageSettings:
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 
+    @property
+    def events_dir(self) -> Path:
+        """Where API processes listen for job-ended datagrams without Redis."""
+        return self.data_dir / "events"
+
 
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.orm import Session
 
+from core import local_events
 from core.errors import FailureCode
 from core.job_end import after_end, end_statement, failure
 from core.jobspec import ChunkPlan, JobOptions
@@ -227,9 +228,11 @@ def ended(ctx: WorkerContext, job_id: str) -> None:
 
 
 def announce(ctx: WorkerContext, job_id: str) -> None:
-    """Tell waiters the job changed (Redis pub/sub); without Redis they poll the database."""
+    """Tell waiters the job changed: over Redis pub/sub, else to this machine's API
+    processes (core.local_events); either way they also poll the database."""
     client = ctx.redis_client()
     if client is None:
+        local_events.announce(ctx.settings.storage.events_dir, job_id)
         return
     try:
         client.publish(JOB_EVENTS_CHANNEL, job_id)
