@@ -14,6 +14,10 @@ from core import local_events
 from core.db import async_session_factory, make_async_engine
 from core.migrate import upgrade
 from core.models import Job
+from core.queues import make_celery
+from core.settings import load_settings
+from worker.context import WorkerContext
+from worker.lifecycle import announce
 
 JOB = "a" * 32
 
@@ -83,3 +87,31 @@ def test_a_waiter_wakes_on_the_local_announcement_not_the_poll(tmp_path: Path) -
             await engine.dispose()
 
     assert asyncio.run(scenario()) == "succeeded"
+
+
+def test_a_worker_without_redis_announces_an_ended_job_to_the_api(tmp_path: Path) -> None:
+    """`worker.lifecycle.announce` on the embedded default reaches the API's listener in the
+    data dir (with Redis it publishes instead)."""
+    settings = load_settings({"STT_DATA_DIR": str(tmp_path)})
+    assert settings.broker.redis_url is None
+    ctx = WorkerContext(settings, make_celery(settings))
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        got: list[str] = []
+        arrived = asyncio.Event()
+
+        def take(job_id: str) -> None:
+            got.append(job_id)
+            arrived.set()
+
+        listener = local_events.Listener(settings.storage.events_dir, take)
+        assert listener.open(loop.add_reader)
+        try:
+            announce(ctx, JOB)
+            await asyncio.wait_for(arrived.wait(), 10)
+        finally:
+            listener.close(loop.remove_reader)
+        return got
+
+    assert asyncio.run(scenario()) == [JOB]
