@@ -46,8 +46,18 @@ from bench.support import ROOT
 from core.settings import load_settings
 from worker.batching import choices_path
 
-PARTS = ("engine", "overhead", "short", "pool", "api", "peer", "realtime", "diarization")
-DEFAULT = ("engine", "overhead", "pool", "api", "realtime", "diarization")
+PARTS = (
+    "engine",
+    "overhead",
+    "short",
+    "pool",
+    "api",
+    "peer",
+    "quality",
+    "realtime",
+    "diarization",
+)
+DEFAULT = ("engine", "overhead", "pool", "api", "quality", "realtime", "diarization")
 """What runs without --only (and "peer" with --peer-url)."""
 
 
@@ -174,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                 theirs = Server(args.peer_url, args.peer_key, args.peer_model)
                 figures += run_peer(embedded, cfg, audio, theirs)
                 done("peer")
+            if "quality" in only:
+                from bench import quality  # the worker's engine, in this process
+
+                print("figure 7: quality, service against the bare library ...", flush=True)
+                result = quality.quality(embedded.data_dir / "models", 1 if args.quick else None)
+                figures.append(quality.figure_of(result))
+                done("quality")
             if "realtime" in only:  # its own services: python -m bench.realtime alone
                 from bench.realtime import measure
 

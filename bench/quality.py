@@ -18,7 +18,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from bench.support import ROOT, clips, error_rate
+from bench.support import ROOT, Clip, clips, error_rate
 from core.audio import decode
 from core.settings import usable_cores
 
@@ -26,7 +26,8 @@ WORSE_BY = 0.05
 """A clip counts as worse when the service's error exceeds the bare library's by this much."""
 
 
-def quality(cache_dir: Path) -> dict[str, Any]:
+def quality(cache_dir: Path, per_language: int | None = None) -> dict[str, Any]:
+    """Every corpus clip (or the first `per_language` of each language, by name)."""
     from faster_whisper import WhisperModel
 
     from worker.bundled_models import resolve_model_path
@@ -42,7 +43,7 @@ def quality(cache_dir: Path) -> dict[str, Any]:
     config = EngineConfig(device="cpu", compute_type="int8", cpu_threads=threads)
     by_language: dict[str, list[tuple[float, float]]] = defaultdict(list)
     worse: list[dict[str, Any]] = []
-    for name, clip in sorted(clips().items()):
+    for name, clip in _chosen(per_language):
         segments, _ = model.transcribe(
             str(clip.path),
             language=clip.language,
@@ -83,12 +84,42 @@ def quality(cache_dir: Path) -> dict[str, Any]:
     }
 
 
+def _chosen(per_language: int | None) -> list[tuple[str, Clip]]:
+    taken: dict[str, int] = defaultdict(int)
+    out = []
+    for name, clip in sorted(clips().items()):
+        if per_language is None or taken[clip.language] < per_language:
+            taken[clip.language] += 1
+            out.append((name, clip))
+    return out
+
+
+def figure_of(result: dict[str, Any]) -> dict[str, Any]:
+    """`make bench`'s quality figure: how many languages the service scores worse in."""
+    worse = result["languages_worse"]
+    every = result["all"]
+    return {
+        "name": "quality",
+        "title": (
+            f"7. quality: languages where the service's mean error exceeds the bare library's "
+            f"({every['clips']} clips; all: {every['service']:.4f} vs {every['bare']:.4f})"
+        ),
+        "value": len(worse),
+        "unit": "languages",
+        "target": "0",
+        "pass": not worse,
+        "load_average_after": result["load_average_after"],
+        "details": result,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__)
     parser.add_argument("--models", type=Path, default=ROOT / "data" / "models")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--per-language", type=int, default=None, help="clips per language")
     args = parser.parse_args(argv)
-    result = quality(args.models)
+    result = quality(args.models, args.per_language)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
