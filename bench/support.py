@@ -4,6 +4,7 @@ scored as the baseline file is, and `stt serve` on loopback."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -81,16 +82,17 @@ def error_rate(reference: str, hypothesis: str, language: str) -> float:
     return float(jiwer.wer(ref, hyp))
 
 
-_handed = [0]
+_handed = itertools.count(1)
+"""Where the next search starts: past the last port handed out, which may not be bound yet."""
 
 
 def free_port() -> int:
     """A free loopback port: within STT_BENCH_PORTS ("LOW-HIGH") when set, else any."""
     low, _, high = os.environ.get("STT_BENCH_PORTS", "0-0").partition("-")
     span = range(int(low), int(high or low) + 1)
-    _handed[0] += 1  # start past the last port handed out: it may not be bound yet
+    start = next(_handed)
     for at in range(len(span)):
-        port = span[(_handed[0] + at) % len(span)]
+        port = span[(start + at) % len(span)]
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
