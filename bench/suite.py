@@ -12,7 +12,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +231,21 @@ def long_file_figure(
     return fig, {"text": texts["service"], "wer": service_wer}, ids
 
 
+@contextmanager
+def beside_bare(
+    services: Services, models: Services | None = None
+) -> Iterator[tuple[BareLibrary, LiveService]]:
+    """The bare library in a process of its own and one worker of `services`, each with
+    `threads()` threads: the two sides of figures 1 and 3 (the model from `models`' data
+    directory, default `services`')."""
+    model_path = resolve_model_path(MODEL, (models or services).data_dir / "models")
+    with (
+        BareLibrary(str(model_path), threads()) as bare,
+        services.run(1, STT_CPU_THREADS=str(threads())) as svc,
+    ):
+        yield bare, svc
+
+
 def engine_and_short_calls(
     embedded: Services,
     pg: Services,
@@ -239,13 +255,9 @@ def engine_and_short_calls(
     """Figures 1 and 3: one worker with `threads()` threads against the library in a process
     of its own with as many; the short call on the embedded default and on Postgres + Redis,
     the long file on the embedded default. Returns the figures, the unchunked run, job ids."""
-    model_path = resolve_model_path(MODEL, embedded.data_dir / "models")
     figures: list[dict[str, Any]] = []
     ids: list[str] = []
-    with (
-        BareLibrary(str(model_path), threads()) as bare,
-        embedded.run(1, STT_CPU_THREADS=str(threads())) as svc,
-    ):
+    with beside_bare(embedded) as (bare, svc):
         batch = service_batch(embedded)
         fig, more = short_call_figure(svc, embedded, bare, batch, cfg.pairs, "embedded")
         figures.append(fig)
@@ -253,10 +265,7 @@ def engine_and_short_calls(
         fig, unchunked, more = long_file_figure(svc, embedded, bare, batch, cfg.pairs, audio)
         figures.insert(0, fig)
         ids += more
-    with (
-        BareLibrary(str(model_path), threads()) as bare,
-        pg.run(1, STT_CPU_THREADS=str(threads())) as svc,
-    ):
+    with beside_bare(pg, embedded) as (bare, svc):
         fig, more = short_call_figure(svc, pg, bare, service_batch(pg), cfg.pairs, "pg")
         figures.append(fig)
         ids += more
@@ -265,11 +274,7 @@ def engine_and_short_calls(
 
 def short_call_only(embedded: Services, cfg: Config) -> list[dict[str, Any]]:
     """Figure 3 on the embedded default alone (a couple of minutes): `--only short`."""
-    model_path = resolve_model_path(MODEL, embedded.data_dir / "models")
-    with (
-        BareLibrary(str(model_path), threads()) as bare,
-        embedded.run(1, STT_CPU_THREADS=str(threads())) as svc,
-    ):
+    with beside_bare(embedded) as (bare, svc):
         batch = service_batch(embedded)
         fig, _ = short_call_figure(svc, embedded, bare, batch, cfg.pairs, "embedded")
     return [fig]
